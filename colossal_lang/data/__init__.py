@@ -1,0 +1,1 @@
+"""Data: jsonl reading and validation, tokenization with loss masks, chunking, packing, bins, arrow shards."""

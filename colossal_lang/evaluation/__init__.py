@@ -1,0 +1,1 @@
+"""Evaluation: bits per byte / perplexity, multiple-choice accuracy, comparison reports."""

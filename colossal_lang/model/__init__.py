@@ -1,0 +1,1 @@
+"""Model: import the embedded base model, resize and initialise embedding rows for a new vocabulary."""

@@ -1,0 +1,38 @@
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from colossal_lang.model.import_smollm2 import COMPLETE_MARKER, find_gguf_file, load_from_gguf
+
+
+def test_imported_folder_holds_the_gguf_weights(smollm2_dir):
+    gguf_model, _ = load_from_gguf(find_gguf_file())
+    saved = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    expected = gguf_model.state_dict()
+    got = saved.state_dict()
+    assert set(expected) == set(got)
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, got[name]), name
+    assert saved.config.tie_word_embeddings
+    assert saved.lm_head.weight.data_ptr() == saved.model.embed_tokens.weight.data_ptr()
+    assert (smollm2_dir / COMPLETE_MARKER).is_file()
+
+
+def test_tokenizer_is_plain_byte_level_bpe(smollm2_dir):
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    assert type(tokenizer).__name__ == "GPT2TokenizerFast"
+    assert not (smollm2_dir / "tokenizer.model").exists()  # the GGUF must not be copied as a tokenizer file
+    # No BOS is prepended; special tokens are where the model was trained with them.
+    assert tokenizer("Hello world")["input_ids"] == [19556, 905]
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]) == [0, 1, 2]
+    text = "Příliš žluťoučký kůň úpěl ďábelské ódy.\n\tTabs and  spaces."
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+
+
+def test_greedy_continuation_names_paris(smollm2_dir):
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    inputs = tokenizer("The capital of France is", return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    continuation = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :])
+    assert continuation.startswith(" Paris")
