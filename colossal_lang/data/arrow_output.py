@@ -1,0 +1,148 @@
+"""Writing prepared datasets: arrow parts built straight from numpy, a manifest, an all-or-nothing move.
+
+The output is built in a hidden sibling folder (`.<name>.partial-<pid>`) and renamed into place only
+after every part and `manifest.json` are written, so a run killed part way never leaves a folder that
+looks complete. An existing output is reused when its fingerprint (settings + input bytes + tokenizer)
+matches, replaced with `overwrite=True`, and otherwise refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from colossal_lang.errors import InputError
+
+FORMAT = "colossal-lang/packed-v1"
+# Files that define a tokenizer's behaviour; model weights in the same folder do not change the hash.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.json", "chat_template.jinja",
+)
+ROWS_PER_TABLE_CHUNK = 65536
+
+
+def tokenizer_hash(folder) -> str:
+    """sha256 over the names and bytes of the tokenizer files in `folder` (sorted)."""
+    digest = hashlib.sha256()
+    folder = Path(folder)
+    for name in sorted(TOKENIZER_FILES):
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def rows_table(
+    token_ids: np.ndarray, labels: np.ndarray, span_starts: np.ndarray, span_lengths: np.ndarray,
+    rows: Sequence[Sequence[int]], categories: Sequence[str],
+) -> pa.Table:
+    """Arrow table of packed rows: row r concatenates spans `rows[r]` of the flat token/label arrays."""
+    spans_per_row = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    span_order = np.fromiter((span for row in rows for span in row), dtype=np.int64, count=int(spans_per_row.sum()))
+    lengths = span_lengths[span_order]
+    starts = span_starts[span_order]
+    # Gather index of every output token: span start + position inside the span.
+    output_start = np.cumsum(lengths) - lengths
+    gather = np.repeat(starts - output_start, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    row_tokens = np.add.reduceat(lengths, np.cumsum(spans_per_row) - spans_per_row) if len(rows) else np.zeros(0, np.int64)
+    token_offsets = pa.array(np.concatenate([[0], np.cumsum(row_tokens)]).astype(np.int32))
+    doc_offsets = pa.array(np.concatenate([[0], np.cumsum(spans_per_row)]).astype(np.int32))
+    return pa.table({
+        "input_ids": pa.ListArray.from_arrays(token_offsets, pa.array(token_ids[gather].astype(np.int32))),
+        "labels": pa.ListArray.from_arrays(token_offsets, pa.array(labels[gather].astype(np.int32))),
+        "doc_lengths": pa.ListArray.from_arrays(doc_offsets, pa.array(lengths.astype(np.int32))),
+        "category": pa.array(list(categories), type=pa.string()),
+    })
+
+
+def check_existing_output(output_dir: Path, fingerprint: str, overwrite: bool) -> bool:
+    """True when `output_dir` already holds this exact dataset (nothing to do).
+
+    Raises InputError when it holds anything else, unless `overwrite`.
+    """
+    if not output_dir.exists():
+        return False
+    manifest_path = output_dir / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            existing = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            existing = {}
+        if existing.get("fingerprint") == fingerprint and not overwrite:
+            return True
+    if overwrite:
+        return False
+    if output_dir.is_dir() and not any(output_dir.iterdir()):
+        return False
+    what = "a different dataset" if manifest_path.is_file() else "other files"
+    raise InputError(f"output folder already holds {what}; pass --overwrite to replace it", output_dir)
+
+
+def write_dataset(output_dir, tables: Iterable[pa.Table], manifest: Dict, fingerprint: str) -> List[int]:
+    """Write each table as `arrow/part-XXXXX`, then `manifest.json`, then move the folder into place.
+
+    Returns the row count of each part.
+    """
+    from datasets import Dataset
+
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(output_dir)
+    partial = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}"
+    partial.mkdir()
+    part_rows = []
+    try:
+        for index, table in enumerate(tables):
+            part_fingerprint = hashlib.sha256(f"{fingerprint}/{index}".encode()).hexdigest()[:16]
+            dataset = Dataset(table, fingerprint=part_fingerprint)
+            dataset.save_to_disk(str(partial / "arrow" / f"part-{index:05d}"))
+            part_rows.append(len(dataset))
+        manifest = dict(manifest, fingerprint=fingerprint, num_buckets=len(part_rows), part_rows=part_rows)
+        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _fsync_tree(partial)
+        if output_dir.exists():
+            trash = output_dir.parent / f".{output_dir.name}.replaced-{os.getpid()}"
+            os.replace(output_dir, trash)
+            os.replace(partial, output_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(partial, output_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return part_rows
+
+
+def _remove_stale_partials(output_dir: Path) -> None:
+    """Remove folders a killed run left behind (their process is gone)."""
+    for stale in output_dir.parent.glob(f".{output_dir.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())

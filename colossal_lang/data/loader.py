@@ -1,0 +1,239 @@
+"""Feed prepared datasets to training: load the arrow parts, pad batches, and a sampler that resumes exactly.
+
+- `load_prepared_dataset` reads `data_output_dir` folders (with `manifest.json`) or single part folders, in
+  order, and refuses folders built with different tokenizers or `max_length`s.
+- `PackedCollator` pads with the pad id (labels with -100), gives each packed document its own position ids,
+  and, for `doc_causal` packing, keeps attention inside each document.
+- `ResumableSampler` walks a seeded permutation of the whole dataset; its position is the global number of
+  samples consumed in the current epoch, so a resumed run (even with another number of data-parallel
+  workers) continues at the same place in the data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from colossal_lang.errors import InputError
+
+MANIFEST = "manifest.json"
+COLUMNS = ("input_ids", "labels", "doc_lengths", "category")
+ATTENTION_MODES = ("doc_causal", "causal", "position_ids_only")
+
+
+@dataclass
+class PreparedDataset:
+    dataset: object  # a datasets.Dataset with COLUMNS, buckets concatenated in training order
+    packing: str  # "doc_causal" or "causal"
+    max_length: Optional[int]
+    tokenizer_hash: Optional[str]
+    categories: List[str] = field(default_factory=list)
+    sources: List[str] = field(default_factory=list)
+
+
+def _part_folders(path: Path) -> tuple[list[Path], dict]:
+    """The part folders under one dataset path, in training order, and its manifest (empty for a bare part)."""
+    manifest_path = path / MANIFEST
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise InputError(f"manifest is not valid JSON: {error}", manifest_path) from None
+        arrow = path / "arrow"
+        parts = sorted(p for p in arrow.glob("part-*") if p.is_dir()) if arrow.is_dir() else []
+        if not parts:
+            raise InputError("no arrow/part-* folders beside the manifest", path)
+        expected = manifest.get("num_buckets")
+        if expected is not None and expected != len(parts):
+            raise InputError(f"manifest says {expected} buckets but {len(parts)} part folders exist", path)
+        return parts, manifest
+    if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+        return [path], {}
+    raise InputError("not a prepared dataset (no manifest.json) nor a saved datasets part folder", path)
+
+
+def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
+    """Concatenate the parts of every path, in the order given, after checking the manifests agree."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise InputError("no dataset given (--dataset)")
+    parts, manifests = [], []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise InputError("dataset folder not found", path)
+        folders, manifest = _part_folders(path)
+        parts.extend(folders)
+        if manifest:
+            manifests.append((path, manifest))
+
+    for key in ("tokenizer_hash", "max_length", "packing"):
+        values = {m.get(key) for _, m in manifests}
+        if len(values) > 1:
+            listing = "; ".join(f"{p}: {m.get(key)}" for p, m in manifests)
+            raise InputError(f"datasets disagree on {key} ({listing})")
+    first = manifests[0][1] if manifests else {}
+
+    datasets = []
+    for folder in parts:
+        try:
+            part = load_from_disk(str(folder))
+        except Exception as error:  # datasets raises several types for damaged folders
+            raise InputError(f"cannot load arrow part: {error}", folder) from None
+        missing = [c for c in COLUMNS if c not in part.column_names]
+        if missing:
+            raise InputError(f"part lacks column(s) {', '.join(missing)}", folder)
+        datasets.append(part.select_columns(list(COLUMNS)))
+    dataset = concatenate_datasets(datasets) if len(datasets) > 1 else datasets[0]
+    if len(dataset) == 0:
+        raise InputError(f"the dataset(s) {', '.join(map(str, paths))} hold no rows")
+    categories = sorted(set(dataset.unique("category")))
+    return PreparedDataset(
+        dataset=dataset.with_format("python"),
+        packing=first.get("packing", "doc_causal"),
+        max_length=first.get("max_length"),
+        tokenizer_hash=first.get("tokenizer_hash"),
+        categories=categories,
+        sources=[str(p) for p in paths],
+    )
+
+
+class PackedCollator:
+    """Pad rows to the longest in the batch and describe where each packed document starts.
+
+    attention:
+      "doc_causal"        4D mask (batch, 1, L, L): causal and block-diagonal per document, for SDPA/eager.
+                          `mask_dtype` float → additive (0 / dtype min); bool → True where attention is allowed.
+      "causal"            2D padding mask: plain causal attention across the packed documents.
+      "position_ids_only" no mask at all: flash_attention_2 finds document boundaries from position ids
+                          (varlen kernels), padding forms its own short document.
+    Position ids restart at 0 at every document in every mode. With per-document attention, the first token
+    of each later document gets label -100: the token before it belongs to another document and cannot see it.
+    """
+
+    def __init__(self, pad_token_id: int, attention: str = "doc_causal", mask_dtype: torch.dtype = torch.float32,
+                 pad_to_multiple_of: int = 1):
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}")
+        self.pad_token_id = pad_token_id
+        self.attention = attention
+        self.mask_dtype = mask_dtype
+        self.pad_to_multiple_of = max(1, pad_to_multiple_of)
+
+    def __call__(self, rows: List[dict]) -> dict:
+        longest = max(len(row["input_ids"]) for row in rows)
+        length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = len(rows)
+        input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, length), -100, dtype=torch.long)
+        position_ids = torch.zeros((batch, length), dtype=torch.long)
+        document_ids = torch.zeros((batch, length), dtype=torch.long)  # which document each token belongs to
+        padding_mask = torch.zeros((batch, length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            if len(row["labels"]) != n:
+                raise ValueError("input_ids and labels differ in length")
+            doc_lengths = list(row["doc_lengths"]) or [n]
+            if sum(doc_lengths) != n:
+                raise ValueError(f"doc_lengths sum to {sum(doc_lengths)}, not the row length {n}")
+            input_ids[i, :n] = torch.as_tensor(row["input_ids"], dtype=torch.long)
+            labels[i, :n] = torch.as_tensor(row["labels"], dtype=torch.long)
+            padding_mask[i, :n] = 1
+            start = 0
+            for doc_index, doc_length in enumerate(doc_lengths):
+                position_ids[i, start:start + doc_length] = torch.arange(doc_length)
+                document_ids[i, start:start + doc_length] = doc_index
+                if start > 0 and self.attention != "causal":
+                    # Its predictor (the previous token) cannot see this document: no loss at its first token.
+                    labels[i, start] = -100
+                start += doc_length
+            if n < length:  # padding is one more document, so no query row is ever fully masked
+                position_ids[i, n:] = torch.arange(length - n)
+                document_ids[i, n:] = len(doc_lengths)
+
+        out = {
+            "input_ids": input_ids,
+            "labels": labels,
+            "position_ids": position_ids,
+            "categories": [row["category"] for row in rows],
+        }
+        if self.attention == "doc_causal":
+            out["attention_mask"] = doc_causal_mask(document_ids, self.mask_dtype)
+        elif self.attention == "causal":
+            out["attention_mask"] = padding_mask
+        return out
+
+
+def doc_causal_mask(document_ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(batch, 1, L, L) mask letting token i see token j only if j <= i and both lie in the same document."""
+    length = document_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    same_document = document_ids[:, :, None] == document_ids[:, None, :]
+    allowed = (same_document & causal)[:, None, :, :]
+    if dtype == torch.bool:
+        return allowed
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+class ResumableSampler(Sampler):
+    """Yields this rank's share of a seeded per-epoch permutation, from a global sample position.
+
+    Global position p (0-based, within the epoch) goes to rank p % num_replicas, so micro-batch m of every
+    rank together covers positions [start + m·B·R, start + (m+1)·B·R). `samples_per_epoch` is cut to whole
+    optimizer steps (the rest of the epoch is dropped, and reported by the trainer).
+    """
+
+    def __init__(self, dataset_size: int, num_replicas: int, rank: int, seed: int, global_batch_size: int,
+                 shuffle: bool = True):
+        if global_batch_size % num_replicas:
+            raise ValueError("the global batch must be a multiple of the number of data-parallel ranks")
+        self.dataset_size = dataset_size
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.shuffle = shuffle
+        self.global_batch_size = global_batch_size
+        self.epoch = 0
+        self.start = 0  # global samples already consumed in this epoch
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.dataset_size // self.global_batch_size
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.steps_per_epoch * self.global_batch_size
+
+    def set_position(self, epoch: int, consumed_samples: int) -> None:
+        """Continue at `consumed_samples` of `epoch`; a position past the (possibly re-cut) epoch starts the next."""
+        self.epoch = epoch
+        self.start = consumed_samples
+        if self.start >= self.samples_per_epoch:
+            self.epoch, self.start = epoch + 1, 0
+
+    def order(self, epoch: int) -> List[int]:
+        if not self.shuffle:
+            return list(range(self.dataset_size))
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.dataset_size, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order(self.epoch)
+        for position in range(self.start + self.rank, self.samples_per_epoch, self.num_replicas):
+            yield order[position]
+
+    def __len__(self) -> int:
+        return max(0, self.samples_per_epoch - self.start) // self.num_replicas
+
+    def state_dict(self, consumed_samples: int) -> dict:
+        return {"epoch": self.epoch, "consumed_samples": consumed_samples, "seed": self.seed,
+                "dataset_size": self.dataset_size, "global_batch_size": self.global_batch_size}

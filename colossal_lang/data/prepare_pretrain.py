@@ -1,0 +1,155 @@
+"""`prepare_pretrain_dataset.py`: validated jsonl → masked, chunked, packed, category-binned arrow shards.
+
+validate (main process, file:line errors) → tokenize + loss boundary (`datasets.map`, `num_proc`)
+→ chunk → pack per category → resample to weights → bins/buckets → arrow parts + manifest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from colossal_lang.cli import parse_args_with_config
+from colossal_lang.data.arrow_output import FORMAT, check_existing_output, tokenizer_hash, write_dataset
+from colossal_lang.data.jsonl import ON_ERROR_CHOICES
+from colossal_lang.data.mixing import ORDER_CHOICES, parse_category_weights
+from colossal_lang.data.records import read_validated, validate_pretrain_record
+from colossal_lang.data.summary import print_summary
+from colossal_lang.data.tokenize_pretrain import document_specials, tokenize_pretrain_batch
+from colossal_lang.data.tokenized_corpus import (
+    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, plan_buckets,
+)
+from colossal_lang.errors import InputError
+
+PACKING_CHOICES = ("doc_causal", "causal")
+
+
+def add_common_flags(parser: argparse.ArgumentParser, default_packing: str) -> None:
+    """Flags shared by pretraining and SFT preparation (Colossal-LLaMA's names first)."""
+    parser.add_argument("--data_input_dirs", required=True, help="comma-separated jsonl folders or files")
+    parser.add_argument("--tokenizer_dir", required=True, help="Hugging Face tokenizer (or model) folder")
+    parser.add_argument("--data_output_dirs", required=True, help="output folder (manifest.json + arrow/part-XXXXX)")
+    parser.add_argument("--max_length", type=int, default=4096, help="tokens per training sequence")
+    parser.add_argument("--num_spliced_dataset_bins", type=int, default=1,
+                        help="bins per category; bucket k (arrow/part-k) holds bin k of every category")
+    parser.add_argument("--packing", choices=PACKING_CHOICES + (("none",) if default_packing == "none" else ()),
+                        default=default_packing,
+                        help="doc_causal: attention stays inside each packed document; causal: across them")
+    parser.add_argument("--category_weights", default=None,
+                        help="token shares of the output, e.g. cs=0.75,en=0.25 (resampled with --seed)")
+    parser.add_argument("--total_tokens", type=int, default=None,
+                        help="with --category_weights: output size in tokens (default: the input's)")
+    parser.add_argument("--order", choices=ORDER_CHOICES, default="shuffle",
+                        help="shuffle rows, or curriculum: categories in the order of --category_weights / the inputs")
+    parser.add_argument("--on_error", choices=ON_ERROR_CHOICES, default="raise", help="bad record: stop, or skip and count")
+    parser.add_argument("--num_proc", type=int, default=1, help="tokenization processes")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--overwrite", action="store_true", help="replace an output folder holding another dataset")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(parser, default_packing="doc_causal")
+    return parser
+
+
+def check_common_flags(args) -> None:
+    if args.max_length < 2:
+        raise InputError(f"--max_length must be at least 2 (a token and the one it predicts), got {args.max_length}")
+    if args.num_proc < 1:
+        raise InputError(f"--num_proc must be at least 1, got {args.num_proc}")
+    if args.num_spliced_dataset_bins < 1:
+        raise InputError(f"--num_spliced_dataset_bins must be at least 1, got {args.num_spliced_dataset_bins}")
+
+
+def category_order_of(weights: Dict[str, float], categories_in_file_order: List[str]) -> List[str]:
+    """The weights' order when given, else the order categories first appear in (sorted) input files."""
+    seen = list(dict.fromkeys(categories_in_file_order))
+    return list(weights) + [c for c in seen if c not in weights] if weights else seen
+
+
+def settings_fingerprint(settings: Dict, input_sha256: str, tokenizer_sha256: str) -> str:
+    text = json.dumps({"settings": settings, "inputs": input_sha256, "tokenizer": tokenizer_sha256, "format": FORMAT}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def prepare_pretrain(args) -> Dict:
+    """Run the whole pretraining preparation for parsed `args`; returns the manifest written."""
+    from datasets import Dataset, disable_caching
+
+    started = time.time()
+    check_common_flags(args)
+    weights = parse_category_weights(args.category_weights)
+    tokenizer = load_tokenizer(args.tokenizer_dir)
+    read = read_validated(args.data_input_dirs, validate_pretrain_record, args.on_error)
+    output_dir = Path(args.data_output_dirs)
+    settings = {name: getattr(args, name) for name in (
+        "max_length", "num_spliced_dataset_bins", "packing", "category_weights", "total_tokens", "order", "seed")}
+    tokenizer_sha256 = tokenizer_hash(args.tokenizer_dir)
+    fingerprint = settings_fingerprint(dict(settings, kind="pretrain"), read.input_sha256, tokenizer_sha256)
+    if check_existing_output(output_dir, fingerprint, args.overwrite):
+        print(f"{output_dir} already holds this dataset (same inputs, tokenizer and settings): nothing to do")
+        return json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+
+    category_order = category_order_of(weights, read.columns["category"])
+    specials = document_specials(tokenizer)
+    disable_caching()  # intermediate results live in memory/temp files, never in ~/.cache
+    records = Dataset.from_dict({"source": read.columns["source"], "target": read.columns["target"]})
+    tokenized = records.map(
+        tokenize_pretrain_batch,
+        batched=True,
+        batch_size=1000,
+        num_proc=args.num_proc if args.num_proc > 1 and len(records) >= 2 * args.num_proc else None,
+        remove_columns=["source", "target"],
+        fn_kwargs={"tokenizer": tokenizer, "prefix_ids": specials.prefix_ids, "suffix_ids": specials.suffix_ids},
+        new_fingerprint=fingerprint[:16],
+        desc="tokenizing",
+    )
+    corpus = TokenizedCorpus.from_dataset(tokenized, read.columns["category"], category_order)
+    packed = chunk_and_pack(corpus, args.max_length)
+    buckets = plan_buckets(packed, category_order, weights, args.num_spliced_dataset_bins, args.order, args.seed, args.total_tokens)
+    counts = bucket_counts(packed, corpus, buckets)
+
+    categories = {}
+    for index, category in enumerate(category_order):
+        doc_ids = (corpus.doc_category == index).nonzero()[0]
+        doc_lengths = corpus.doc_offsets[doc_ids + 1] - corpus.doc_offsets[doc_ids]
+        entry = {
+            "records": int(len(doc_ids)),
+            "documents": int(len(doc_ids)),
+            "chunked_documents": int((doc_lengths > args.max_length).sum()),
+            "input_sequences": len(packed.rows.get(category, [])),
+            "input_tokens": int(doc_lengths.sum()),
+        }
+        entry.update(counts.get(category, {"sequences": 0, "tokens": 0, "loss_tokens": 0}))
+        categories[category] = entry
+    manifest = {
+        "format": FORMAT,
+        "kind": "pretrain",
+        "tokenizer_hash": tokenizer_sha256,
+        "tokenizer_dir": str(args.tokenizer_dir),
+        "max_length": args.max_length,
+        "packing": args.packing,
+        "num_buckets": args.num_spliced_dataset_bins,
+        "categories": categories,
+        "category_weights": weights or None,
+        "order": args.order,
+        "seed": args.seed,
+        "inputs": read.input_files,
+        "records_read": read.records_read,
+        "records_kept": read.kept,
+        "skipped": dict(read.skipped),
+    }
+    write_dataset(output_dir, bucket_tables(corpus, packed, buckets), manifest, fingerprint)
+    manifest = json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+    print_summary("prepare_pretrain_dataset", manifest, output_dir, time.time() - started)
+    return manifest
+
+
+def main(argv: Optional[list] = None) -> Dict:
+    return prepare_pretrain(parse_args_with_config(build_parser(), argv))
+

@@ -1,0 +1,131 @@
+"""`prepare_sft_dataset.py`: validated conversations → chat-templated, assistant-masked arrow shards.
+
+validate (file:line errors) → render with the chat template + tokenize + label assistant spans
+(`datasets.map`, `num_proc`) → drop whole trailing turns past max_length → optional packing
+→ categories, weights, buckets → arrow parts + manifest.json (kind "sft"), same format as pretraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+from colossal_lang.cli import parse_args_with_config
+from colossal_lang.data.arrow_output import FORMAT, check_existing_output, tokenizer_hash, write_dataset
+from colossal_lang.data.chat_templates import TEMPLATE_CHOICES, resolve_template
+from colossal_lang.data.jsonl import report_bad_record
+from colossal_lang.data.mixing import parse_category_weights
+from colossal_lang.data.prepare_pretrain import add_common_flags, category_order_of, check_common_flags, settings_fingerprint
+from colossal_lang.data.records import normalize_reasons, read_validated, validate_sft_record
+from colossal_lang.data.summary import print_summary
+from colossal_lang.data.tokenize_sft import tokenize_sft_batch
+from colossal_lang.data.tokenized_corpus import (
+    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, one_row_per_document, plan_buckets,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(parser, default_packing="none")
+    parser.add_argument("--chat_template", choices=TEMPLATE_CHOICES, default="auto",
+                        help="auto/tokenizer: the tokenizer's own chat_template; or a built-in")
+    return parser
+
+
+def prepare_sft(args) -> Dict:
+    """Run the whole SFT preparation for parsed `args`; returns the manifest written."""
+    from datasets import Dataset, disable_caching
+
+    started = time.time()
+    check_common_flags(args)
+    weights = parse_category_weights(args.category_weights)
+    tokenizer = load_tokenizer(args.tokenizer_dir)
+    template = resolve_template(tokenizer, args.chat_template)
+    read = read_validated(args.data_input_dirs, validate_sft_record, args.on_error)
+    output_dir = Path(args.data_output_dirs)
+    settings = {name: getattr(args, name) for name in (
+        "max_length", "num_spliced_dataset_bins", "packing", "category_weights", "total_tokens", "order", "seed")}
+    tokenizer_sha256 = tokenizer_hash(args.tokenizer_dir)
+    fingerprint = settings_fingerprint(dict(settings, kind="sft", template=template.source), read.input_sha256, tokenizer_sha256)
+    if check_existing_output(output_dir, fingerprint, args.overwrite):
+        print(f"{output_dir} already holds this dataset (same inputs, tokenizer and settings): nothing to do")
+        return json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+
+    disable_caching()
+    records = Dataset.from_dict({"messages": read.columns["messages"]})
+    tokenized = records.map(
+        tokenize_sft_batch,
+        batched=True,
+        batch_size=256,
+        num_proc=args.num_proc if args.num_proc > 1 and len(records) >= 2 * args.num_proc else None,
+        remove_columns=["messages"],
+        fn_kwargs={"tokenizer": tokenizer, "template": template, "max_length": args.max_length},
+        new_fingerprint=fingerprint[:16],
+        desc="rendering + tokenizing",
+    )
+    # Problems found while tokenizing (first turn too long, template trouble) still name file:line.
+    keep, skipped = [], read.skipped
+    for index, problem in enumerate(tokenized["problem"]):
+        if problem:
+            report_bad_record(read.paths[index], read.lines[index], problem, args.on_error, skipped)
+        else:
+            keep.append(index)
+    if not keep:
+        report_bad_record(read.paths[0], None, "no conversation left after tokenization", "raise", None)
+    truncated_flags = tokenized["truncated"]
+    tokenized = tokenized.select(keep).remove_columns(["problem", "truncated"])
+    kept_categories = [read.columns["category"][index] for index in keep]
+    category_order = category_order_of(weights, kept_categories)
+    corpus = TokenizedCorpus.from_dataset(tokenized, kept_categories, category_order)
+    if args.packing == "none":
+        packed = one_row_per_document(corpus)
+    else:
+        packed = chunk_and_pack(corpus, args.max_length, chunk=False)
+    buckets = plan_buckets(packed, category_order, weights, args.num_spliced_dataset_bins, args.order, args.seed, args.total_tokens)
+    counts = bucket_counts(packed, corpus, buckets)
+
+    categories = {}
+    for index, category in enumerate(category_order):
+        doc_ids = (corpus.doc_category == index).nonzero()[0]
+        entry = {
+            "records": int(sum(1 for c in read.columns["category"] if c == category)),
+            "documents": int(len(doc_ids)),
+            "chunked_documents": 0,
+            "truncated_documents": int(sum(truncated_flags[i] for i in keep if read.columns["category"][i] == category)),
+            "input_sequences": len(packed.rows.get(category, [])),
+            "input_tokens": int((corpus.doc_offsets[doc_ids + 1] - corpus.doc_offsets[doc_ids]).sum()),
+        }
+        entry.update(counts.get(category, {"sequences": 0, "tokens": 0, "loss_tokens": 0}))
+        categories[category] = entry
+    skipped = normalize_reasons(skipped)
+    manifest = {
+        "format": FORMAT,
+        "kind": "sft",
+        "tokenizer_hash": tokenizer_sha256,
+        "tokenizer_dir": str(args.tokenizer_dir),
+        "max_length": args.max_length,
+        # Unpacked rows hold one conversation each: the loader treats them like doc_causal rows of one document.
+        "packing": "doc_causal" if args.packing == "none" else args.packing,
+        "packed": args.packing != "none",
+        "chat_template": template.name,
+        "num_buckets": args.num_spliced_dataset_bins,
+        "categories": categories,
+        "category_weights": weights or None,
+        "order": args.order,
+        "seed": args.seed,
+        "inputs": read.input_files,
+        "records_read": read.records_read,
+        "records_kept": len(keep),
+        "skipped": dict(skipped),
+    }
+    write_dataset(output_dir, bucket_tables(corpus, packed, buckets), manifest, fingerprint)
+    manifest = json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+    print_summary("prepare_sft_dataset", manifest, output_dir, time.time() - started)
+    return manifest
+
+
+def main(argv: Optional[list] = None) -> Dict:
+    return prepare_sft(parse_args_with_config(build_parser(), argv))

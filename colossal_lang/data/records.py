@@ -1,0 +1,173 @@
+"""Record schemas: validate pretraining and SFT jsonl records, naming the file and line of each bad one.
+
+Validation happens in the main process, before any tokenization, so that a bad record is reported
+with its exact file and line (or counted by reason under `on_error="skip"`), never as a crash deep
+inside `datasets`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+from colossal_lang.data.jsonl import iter_jsonl, list_jsonl_files, report_bad_record
+from colossal_lang.errors import InputError
+
+PRETRAIN_FIELDS = ("source", "target", "category")
+SFT_ROLE_ALIASES = {"human": "user", "user": "user", "assistant": "assistant", "gpt": None, "system": "system"}
+COLOSSAL_ROLES = ("human", "assistant")
+OPENAI_ROLES = ("system", "user", "assistant")
+DEFAULT_SFT_CATEGORY = "sft"
+
+
+def validate_pretrain_record(record: dict) -> Tuple[Optional[dict], Optional[str]]:
+    """Return (clean record, None) or (None, problem) for a `{"source", "target", "category"}` record."""
+    missing = [name for name in PRETRAIN_FIELDS if name not in record]
+    if missing:
+        return None, f"missing field: {', '.join(repr(name) for name in missing)}"
+    extra = sorted(set(record) - set(PRETRAIN_FIELDS))
+    if extra:
+        return None, f"unexpected field: {', '.join(repr(name) for name in extra)}"
+    for name in PRETRAIN_FIELDS:
+        if not isinstance(record[name], str):
+            return None, f"wrong type: field {name!r} must be a string, got {type(record[name]).__name__}"
+    if record["target"] == "":
+        return None, "empty target: field 'target' is an empty string"
+    if record["category"].strip() == "":
+        return None, "empty category: field 'category' is an empty string"
+    return {name: record[name] for name in PRETRAIN_FIELDS}, None
+
+
+def validate_sft_record(record: dict) -> Tuple[Optional[dict], Optional[str]]:
+    """Return ({"messages": [{"role", "content"}...], "category"}, None) or (None, problem).
+
+    Accepts Colossal-LLaMA's `from: human|assistant` and the OpenAI `role: system|user|assistant`
+    forms. A conversation is an optional leading system message, then user/assistant turns that
+    alternate, starting with the user and ending with the assistant (the last turn is what is learned).
+    """
+    extra = sorted(set(record) - {"messages", "category"})
+    if extra:
+        return None, f"unexpected field: {', '.join(repr(name) for name in extra)}"
+    if "messages" not in record:
+        return None, "missing field: 'messages'"
+    messages = record["messages"]
+    if not isinstance(messages, list):
+        return None, f"wrong type: field 'messages' must be a list, got {type(messages).__name__}"
+    if not messages:
+        return None, "empty messages: the conversation has no turns"
+    category = record.get("category", DEFAULT_SFT_CATEGORY)
+    if not isinstance(category, str) or not category.strip():
+        return None, "wrong type: field 'category' must be a non-empty string"
+    clean: List[Dict[str, str]] = []
+    for index, message in enumerate(messages):
+        where = f"message {index}"
+        if not isinstance(message, dict):
+            return None, f"wrong type: {where} must be an object, got {type(message).__name__}"
+        role_key = "role" if "role" in message else "from" if "from" in message else None
+        if role_key is None:
+            return None, f"missing field: {where} has neither 'role' nor 'from'"
+        extra_keys = sorted(set(message) - {role_key, "content"})
+        if extra_keys:
+            return None, f"unexpected field: {where} has {', '.join(repr(k) for k in extra_keys)}"
+        allowed = OPENAI_ROLES if role_key == "role" else COLOSSAL_ROLES
+        raw_role = message[role_key]
+        if raw_role not in allowed:
+            return None, f"unknown role: {where} has {role_key} {raw_role!r} (expected one of {', '.join(allowed)})"
+        content = message.get("content")
+        if not isinstance(content, str):
+            return None, f"wrong type: {where} content must be a string, got {type(content).__name__}"
+        if not content.strip():
+            return None, f"empty content: {where} ({raw_role}) has no text"
+        clean.append({"role": SFT_ROLE_ALIASES[raw_role], "content": content})
+    turns = clean[1:] if clean[0]["role"] == "system" else clean
+    if not turns:
+        return None, "no turns: the conversation holds only a system message"
+    for index, message in enumerate(turns):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            position = index + (len(clean) - len(turns))
+            if index == 0:
+                return None, f"assistant first: message {position} is {message['role']!r}, the first turn must be the user's"
+            return None, f"not alternating: message {position} is {message['role']!r}, expected {expected!r}"
+    if turns[-1]["role"] != "assistant":
+        return None, "no final answer: the last turn must be the assistant's"
+    return {"messages": clean, "category": category}, None
+
+
+@dataclass
+class ReadResult:
+    """Validated records as columns, with where each came from and what was skipped."""
+
+    columns: Dict[str, list]
+    paths: List[str]
+    lines: List[int]
+    records_read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    input_files: List[str] = field(default_factory=list)
+    input_sha256: str = ""
+
+    @property
+    def kept(self) -> int:
+        return len(self.lines)
+
+
+def read_validated(
+    inputs: Union[str, Iterable[str]],
+    validate: Callable[[dict], Tuple[Optional[dict], Optional[str]]],
+    on_error: str = "raise",
+) -> ReadResult:
+    """Read every jsonl file under `inputs` (sorted within each folder), validating each record.
+
+    Raises InputError on the first bad record (`on_error="raise"`) or counts it by reason. An empty
+    file is an input error either way: it is almost always a failed export, not a wish.
+    """
+    files = list_jsonl_files(inputs)
+    digest = hashlib.sha256()
+    result = ReadResult(columns={}, paths=[], lines=[])
+    for path in files:
+        digest.update(str(path).encode() + b"\0")
+        digest.update(_file_sha256(path).encode())
+        seen_before = result.records_read + sum(result.skipped.values())
+        for line_number, record in iter_jsonl(path, on_error=on_error, skipped=result.skipped):
+            result.records_read += 1
+            clean, problem = validate(record)
+            if problem is not None:
+                report_bad_record(path, line_number, problem, on_error, result.skipped)
+                continue
+            for name, value in clean.items():
+                result.columns.setdefault(name, []).append(value)
+            result.paths.append(str(path))
+            result.lines.append(line_number)
+        if result.records_read + sum(result.skipped.values()) == seen_before:
+            # An empty file is almost always a failed export, not a wish.
+            report_bad_record(path, None, "empty file: no records", on_error, result.skipped)
+        result.input_files.append(str(path))
+    # Every non-blank line is a record read, including those that did not parse.
+    result.records_read = result.kept + sum(count for reason, count in result.skipped.items() if reason != "empty file")
+    result.skipped = normalize_reasons(result.skipped)
+    if result.kept == 0:
+        raise InputError(f"no valid records in {len(files)} file(s); skipped: {dict(result.skipped)}", files[0])
+    result.input_sha256 = digest.hexdigest()
+    return result
+
+
+def normalize_reasons(skipped: Counter) -> Counter:
+    """Group reasons that carry a position or a type ("invalid UTF-8 at byte 7") under one name."""
+    grouped: Counter = Counter()
+    for reason, count in skipped.items():
+        reason = re.sub(r" at byte \d+$", "", reason)
+        reason = re.sub(r", got \w+$", "", reason)
+        grouped[reason] += count
+    return grouped
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

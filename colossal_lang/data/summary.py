@@ -1,0 +1,26 @@
+"""The summary every preparation run prints: what was read, kept, skipped, chunked, and what came out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+
+def print_summary(command: str, manifest: Dict, output_dir: Path, seconds: float) -> None:
+    """Print records read/kept/skipped (by reason) and, per category, documents, sequences and tokens."""
+    skipped = manifest.get("skipped") or {}
+    print(f"{command}: read {manifest['records_read']} records from {len(manifest['inputs'])} file(s), "
+          f"kept {manifest['records_kept']}, skipped {sum(skipped.values())}")
+    for reason, count in sorted(skipped.items()):
+        print(f"  skipped {count:>8}  {reason}")
+    categories = manifest["categories"]
+    total_tokens = sum(entry["tokens"] for entry in categories.values()) or 1
+    extra = "truncated_documents" if manifest["kind"] == "sft" else "chunked_documents"
+    header = f"  {'category':<16}{'records':>9}{extra.split('_')[0]:>10}{'in tokens':>12}{'sequences':>11}{'tokens':>12}{'loss tok':>11}{'share':>8}"
+    print(header)
+    for name, entry in categories.items():
+        print(f"  {name:<16}{entry['records']:>9}{entry.get(extra, 0):>10}{entry['input_tokens']:>12}"
+              f"{entry['sequences']:>11}{entry['tokens']:>12}{entry['loss_tokens']:>11}{entry['tokens'] / total_tokens:>8.1%}")
+    print(f"  packing {manifest['packing']}, max_length {manifest['max_length']}, order {manifest['order']}, "
+          f"{manifest['num_buckets']} bucket(s) with {manifest.get('part_rows')} rows")
+    print(f"wrote {output_dir} in {seconds:.1f} s")

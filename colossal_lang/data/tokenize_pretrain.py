@@ -1,0 +1,97 @@
+"""Tokenize pretraining records into documents with an exact loss boundary between source and target.
+
+`source + target` is tokenized as one string (so the tokens are those the model sees at inference,
+with no artefacts from tokenizing the pieces separately) and the character offsets decide which tokens
+are target: a token is learned when it holds at least one character of the target. Because tokens are
+contiguous, this is one number per document, `loss_start`: labels are -100 before it, the token ids after.
+
+Special tokens are added once, the way the tokenizer itself adds them (Mistral/LLaMA: `<s>` in front;
+SmolLM2: nothing in front), and every document ends with the tokenizer's EOS as the document end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List
+
+from colossal_lang.errors import InputError
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class DocumentSpecials:
+    """Token ids put around every document: what the tokenizer adds in front, and what ends a document."""
+
+    prefix_ids: tuple
+    suffix_ids: tuple
+
+
+def document_specials(tokenizer) -> DocumentSpecials:
+    """Find what `tokenizer` adds around a text by itself, and make sure a document ends with EOS once."""
+    probe = "Ahoj"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    with_specials = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    start = _find_sublist(with_specials, plain)
+    if start < 0:
+        raise InputError("the tokenizer's special tokens change the text tokens; cannot place BOS/EOS")
+    prefix = tuple(with_specials[:start])
+    suffix = tuple(with_specials[start + len(plain):])
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise InputError("the tokenizer has no eos_token: cannot mark the end of a document")
+    if eos_id not in suffix:
+        suffix = suffix + (eos_id,)
+    return DocumentSpecials(prefix_ids=prefix, suffix_ids=suffix)
+
+
+def _find_sublist(haystack: List[int], needle: List[int]) -> int:
+    for start in range(len(haystack) - len(needle) + 1):
+        if haystack[start:start + len(needle)] == needle:
+            return start
+    return -1
+
+
+def tokenize_pretrain_batch(batch: Dict[str, list], tokenizer, prefix_ids, suffix_ids) -> Dict[str, list]:
+    """`datasets.map(batched=True)` function: {source, target} → {input_ids, loss_start}.
+
+    Offsets are asked for only when a record of the batch has a source: pure pretraining text
+    (empty source) learns every token, and skipping offsets keeps the fast path fast.
+    """
+    sources, targets = batch["source"], batch["target"]
+    needs_offsets = any(sources)
+    texts = [source + target for source, target in zip(sources, targets)] if needs_offsets else targets
+    encoded = tokenizer(
+        texts,
+        add_special_tokens=False,
+        return_offsets_mapping=needs_offsets,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    prefix, suffix = list(prefix_ids), list(suffix_ids)
+    all_ids, loss_starts = [], []
+    for index, token_ids in enumerate(encoded["input_ids"]):
+        boundary = len(sources[index])
+        first_target = 0
+        if boundary:
+            first_target = first_token_ending_after(encoded["offset_mapping"][index], boundary)
+        all_ids.append(prefix + token_ids + suffix)
+        loss_starts.append(len(prefix) + first_target)
+    return {"input_ids": all_ids, "loss_start": loss_starts}
+
+
+def first_token_ending_after(offsets, boundary: int) -> int:
+    """Index of the first token whose character span ends after `boundary` (binary search: ends grow)."""
+    low, high = 0, len(offsets)
+    while low < high:
+        middle = (low + high) // 2
+        if offsets[middle][1] > boundary:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def labels_for(input_ids: List[int], loss_start: int) -> List[int]:
+    """Labels of one document: -100 on the context, the token ids from `loss_start` (EOS included)."""
+    return [IGNORE_INDEX] * loss_start + list(input_ids[loss_start:])

@@ -1,0 +1,267 @@
+"""Grow a causal LM to an expanded (or swapped) tokenizer and initialise the new embedding and head rows.
+
+    python -m colossal_lang.model.init_model \\
+        --source_model_and_tokenizer_path S --target_tokenizer_path T --target_model_path O \\
+        [--init mean_of_pieces|mean|random|align] [--pad_to_multiple_of 64] [--dtype bfloat16]
+
+Rows of tokens the source already had are copied bit for bit, so the model's distribution over the old
+vocabulary on old-language text is unchanged except for the mass new rows take. Input embeddings and the
+output head are initialised separately (head rows from the head); a tied model stays tied. Padding rows
+(up to a multiple of `--pad_to_multiple_of`) get the mean row of their matrix: by Jensen's inequality,
+exp(h . mean(w)) <= mean(exp(h . w)), so each padding id gets at most 1/V of the old vocabulary's mass in
+every context, in practice far less (see docs/model_init.md), for tied and untied models alike and with
+no bias term (Llama has none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from colossal_lang.cli import parse_args_with_config
+from colossal_lang.errors import InputError, run_cli
+from colossal_lang.model.new_token_rows import (
+    INIT_METHODS,
+    initialize_new_rows,
+    load_alignment,
+    map_vocabularies,
+    mean_of_rows,
+    pieces_of_new_tokens,
+)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ExpansionReport:
+    """What `expand_model` did, for the command's summary and for tests."""
+
+    source_rows: int
+    source_vocab_size: int
+    target_vocab_size: int
+    new_rows: int  # target_vocab_size rounded up to the padding multiple
+    kept_tokens: int
+    new_token_ids: torch.Tensor
+    padding_ids: torch.Tensor
+    init: str
+    tied: bool
+    pieces_left_out: int = 0
+    tokens_without_pieces: int = 0
+
+
+def round_up(size: int, multiple: Optional[int]) -> int:
+    if not multiple or multiple <= 1:
+        return size
+    return -(-size // multiple) * multiple
+
+
+def copy_rows(destination: torch.Tensor, destination_ids: torch.Tensor, source: torch.Tensor, source_ids: torch.Tensor, chunk: int = 1 << 15):
+    """destination[destination_ids] = source[source_ids], in chunks so no full-size temporary copy is made."""
+    count = len(destination_ids)
+    if count and torch.equal(destination_ids, source_ids) and int(destination_ids[-1]) == count - 1:
+        destination[:count].copy_(source[:count])  # expansion keeps ids: one contiguous copy
+        return
+    for start in range(0, count, chunk):
+        ids = slice(start, start + chunk)
+        destination[destination_ids[ids]] = source.index_select(0, source_ids[ids]).to(destination.dtype)
+
+
+def grow_matrix(weight: torch.Tensor, vocab_map, new_rows: torch.Tensor, pad_row: torch.Tensor, total_rows: int) -> torch.Tensor:
+    """The new (total_rows x hidden) matrix: kept rows copied, new rows set, padding rows = `pad_row`."""
+    grown = torch.empty(total_rows, weight.shape[1], dtype=weight.dtype)
+    copy_rows(grown, vocab_map.kept_target_ids, weight, vocab_map.kept_source_ids)
+    grown[vocab_map.new_token_ids] = new_rows.to(weight.dtype)
+    grown[vocab_map.target_size :] = pad_row.to(weight.dtype)
+    return grown
+
+
+def expand_model(
+    model,
+    source_tokenizer,
+    target_tokenizer,
+    init: str = "mean_of_pieces",
+    pad_to_multiple_of: Optional[int] = 64,
+    alignment: Optional[dict] = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> ExpansionReport:
+    """Resize `model` in place to `target_tokenizer` (padded) and initialise every new row.
+
+    Raises InputError when the checkpoint has fewer rows than its tokenizer, when the head and the
+    embeddings disagree in size, when the target is not an expansion (without `alignment`), or when
+    the alignment names rows the source does not have.
+    """
+    if init not in INIT_METHODS:
+        raise InputError(f"unknown init method {init!r}; choose one of {', '.join(INIT_METHODS)}")
+    if init == "align" and alignment is None:
+        raise InputError("--init align needs the alignment map (token_alignment.json)")
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is None or head.weight is embeddings.weight
+    source_rows, source_vocab = embeddings.weight.shape[0], len(source_tokenizer)
+    if source_rows < source_vocab:
+        raise InputError(f"model has {source_rows} embedding rows but its tokenizer has {source_vocab} tokens")
+    if not tied and head.weight.shape[0] != source_rows:
+        raise InputError(f"output head has {head.weight.shape[0]} rows but the input embeddings have {source_rows}")
+
+    vocab_map = map_vocabularies(source_tokenizer, target_tokenizer, alignment if init == "align" else None)
+    if len(vocab_map.kept_source_ids) and int(vocab_map.kept_source_ids.max()) >= source_rows:
+        raise InputError(f"alignment copies source row {int(vocab_map.kept_source_ids.max())}; the model has {source_rows}")
+    total_rows = round_up(vocab_map.target_size, pad_to_multiple_of)
+    num_new = len(vocab_map.new_token_ids)
+    pieces = None
+    if init in ("mean_of_pieces", "align") and num_new:
+        pieces = pieces_of_new_tokens(source_tokenizer, target_tokenizer, vocab_map.new_token_ids, source_rows, progress)
+
+    generator = torch.Generator().manual_seed(seed)
+    initializer_range = getattr(model.config, "initializer_range", 0.02)
+    matrices = [embeddings] if tied else [embeddings, head]
+    for module in matrices:
+        with torch.no_grad():
+            weight = module.weight.data
+            new_rows = initialize_new_rows(
+                weight, init, num_new, source_vocab, pieces, initializer_range, generator
+            )
+            grown = grow_matrix(weight, vocab_map, new_rows, mean_of_rows(weight, source_vocab), total_rows)
+            del weight, new_rows
+        # Replacing the parameter (rather than resize_token_embeddings) frees the old matrix at once and
+        # skips transformers' own initialisation of rows we are about to overwrite.
+        module.weight = torch.nn.Parameter(grown, requires_grad=module.weight.requires_grad)
+        if hasattr(module, "num_embeddings"):
+            module.num_embeddings = total_rows
+        if hasattr(module, "out_features"):
+            module.out_features = total_rows
+    model.config.vocab_size = total_rows
+    if tied and head is not None:
+        model.tie_weights()
+
+    return ExpansionReport(
+        source_rows=source_rows,
+        source_vocab_size=source_vocab,
+        target_vocab_size=vocab_map.target_size,
+        new_rows=total_rows,
+        kept_tokens=len(vocab_map.kept_target_ids),
+        new_token_ids=vocab_map.new_token_ids,
+        padding_ids=torch.arange(vocab_map.target_size, total_rows),
+        init=init,
+        tied=tied,
+        pieces_left_out=pieces.num_left_out if pieces else 0,
+        tokens_without_pieces=pieces.num_without_pieces if pieces else 0,
+    )
+
+
+def load_source(source_path: Path, dtype: Optional[torch.dtype]):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (source_path / "config.json").is_file():
+        raise InputError("not a Hugging Face model folder (no config.json)", source_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source_path)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot load the source tokenizer: {error}", source_path) from None
+    model = AutoModelForCausalLM.from_pretrained(source_path, torch_dtype=dtype or "auto", low_cpu_mem_usage=True)
+    return model.eval(), tokenizer
+
+
+def init_model(
+    source_model_and_tokenizer_path,
+    target_tokenizer_path,
+    target_model_path,
+    init: str = "mean_of_pieces",
+    pad_to_multiple_of: Optional[int] = 64,
+    dtype: Optional[str] = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> ExpansionReport:
+    """Load the source, expand it to the target tokenizer and save model + tokenizer to `target_model_path`."""
+    from transformers import AutoTokenizer
+
+    source_path, target_tokenizer_path, output_path = map(Path, (source_model_and_tokenizer_path, target_tokenizer_path, target_model_path))
+    if not source_path.is_dir():
+        raise InputError("source model folder not found", source_path)
+    if not target_tokenizer_path.is_dir():
+        raise InputError("target tokenizer folder not found", target_tokenizer_path)
+    if output_path.resolve() in (source_path.resolve(), target_tokenizer_path.resolve()):
+        raise InputError("the output folder must differ from the source model and target tokenizer folders", output_path)
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    try:
+        target_tokenizer = AutoTokenizer.from_pretrained(target_tokenizer_path)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot load the target tokenizer: {error}", target_tokenizer_path) from None
+    alignment = load_alignment(target_tokenizer_path) if init == "align" else None
+
+    model, source_tokenizer = load_source(source_path, DTYPES.get(dtype))
+    try:
+        report = expand_model(model, source_tokenizer, target_tokenizer, init, pad_to_multiple_of, alignment, seed, progress)
+    except InputError as error:
+        if error.path is None:  # the problem lies in the pair of folders; name the target, the side that changed
+            raise InputError(error.problem, target_tokenizer_path) from None
+        raise
+
+    # Written beside the destination and renamed into place: an interrupted run leaves no half-written model.
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=output_path.name + ".partial-", dir=output_path.parent))
+    try:
+        model.save_pretrained(staging)
+        target_tokenizer.save_pretrained(staging)
+        if output_path.exists():
+            shutil.rmtree(output_path)
+        staging.rename(output_path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return report
+
+
+def describe(report: ExpansionReport, dtype: torch.dtype, output_path, seconds: float) -> str:
+    how = {
+        "mean_of_pieces": "mean of their source-tokenizer pieces (dummy prefix, byte and special pieces left out when others exist)",
+        "mean": "the mean source row",
+        "random": "N(0, initializer_range), the model's own initialiser",
+        "align": "rows copied through token_alignment.json; the rest from the mean of their pieces",
+    }[report.init]
+    lines = [
+        f"source: {report.source_vocab_size} tokens in {report.source_rows} rows; target: {report.target_vocab_size} tokens",
+        f"kept {report.kept_tokens} rows (copied unchanged); {len(report.new_token_ids)} new tokens initialised with {how}",
+    ]
+    if report.init in ("mean_of_pieces", "align"):
+        lines.append(f"pieces left out: {report.pieces_left_out}; tokens with no pieces (given the mean row): {report.tokens_without_pieces}")
+    lines += [
+        f"padding rows: {len(report.padding_ids)} (ids {report.target_vocab_size}..{report.new_rows - 1}), set to the mean row",
+        f"embedding rows: {report.new_rows}; head: {'tied to the embeddings' if report.tied else 'separate, initialised from the head'}; dtype: {str(dtype).replace('torch.', '')}",
+        f"wrote model and tokenizer to {output_path} in {seconds:.1f} s",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> ExpansionReport:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source_model_and_tokenizer_path", required=True, help="Hugging Face folder: model and its tokenizer")
+    parser.add_argument("--target_tokenizer_path", required=True, help="expanded (or swapped) tokenizer folder")
+    parser.add_argument("--target_model_path", required=True, help="where the grown model and the tokenizer are written")
+    parser.add_argument("--init", default="mean_of_pieces", choices=INIT_METHODS, help="how new rows start (default: mean_of_pieces)")
+    parser.add_argument("--pad_to_multiple_of", type=int, default=64, help="round the vocabulary up to this multiple (0: no padding)")
+    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="dtype of the saved model (default: the source's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --init random")
+    args = parse_args_with_config(parser, argv)
+    started = time.perf_counter()
+    report = init_model(
+        args.source_model_and_tokenizer_path, args.target_tokenizer_path, args.target_model_path,
+        args.init, args.pad_to_multiple_of, args.dtype, args.seed,
+    )
+    from transformers import AutoConfig
+
+    saved_dtype = AutoConfig.from_pretrained(args.target_model_path).torch_dtype
+    print(describe(report, saved_dtype, args.target_model_path, time.perf_counter() - started))
+    return report
+
+
+if __name__ == "__main__":
+    run_cli(main)

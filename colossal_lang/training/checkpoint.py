@@ -1,0 +1,199 @@
+"""Checkpoints: Colossal-LLaMA's layout plus RNG states, data position, config and tokenizer; written atomically.
+
+save_dir/epoch-<e>_step-<s>/{modeling, optimizer, lr_scheduler/, rng/, tokenizer/, running_states.json, COMPLETE}
+
+Everything is written into `save_dir/.staging-<tag>`; rank 0 writes COMPLETE last, fsyncs, and renames the
+folder into place. A crash (or a full disk) mid-save leaves only a staging folder, which is never resumed
+from and is cleared on the next start, so the previous checkpoint stays the latest usable one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from colossal_lang.errors import InputError
+
+COMPLETE = "COMPLETE"
+RUNNING_STATES = "running_states.json"
+STAGING_PREFIX = ".staging-"
+TAG = re.compile(r"^epoch-(\d+)_step-(\d+)$")
+
+
+def checkpoint_tag(epoch: int, step: int) -> str:
+    return f"epoch-{epoch}_step-{step}"
+
+
+def complete_checkpoints(save_dir) -> list[Path]:
+    """Complete checkpoint folders under save_dir, oldest first (by global step)."""
+    save_dir = Path(save_dir)
+    if not save_dir.is_dir():
+        return []
+    found = []
+    for folder in save_dir.iterdir():
+        match = TAG.match(folder.name)
+        if match and folder.is_dir() and (folder / COMPLETE).is_file():
+            found.append((int(match.group(2)), folder))
+    return [folder for _, folder in sorted(found)]
+
+
+def latest_checkpoint(save_dir) -> Optional[Path]:
+    found = complete_checkpoints(save_dir)
+    return found[-1] if found else None
+
+
+def clear_staging(save_dir) -> None:
+    """Remove half-written checkpoints left by a crash (rank 0, before training starts)."""
+    save_dir = Path(save_dir)
+    if save_dir.is_dir():
+        for folder in save_dir.glob(STAGING_PREFIX + "*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir, epoch: int, step: int,
+                    running_states: dict, keep_last: int = 0, fail_after_model: bool = False) -> Path:
+    """Write a complete checkpoint for global step `step` and return its folder (every rank calls this)."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    tag = checkpoint_tag(epoch, step)
+    save_dir = Path(save_dir)
+    staging = save_dir / (STAGING_PREFIX + tag)
+    final = save_dir / tag
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "rng").mkdir(parents=True)
+        (staging / "lr_scheduler").mkdir()
+    barrier()
+    booster.save_model(model, str(staging / "modeling"), shard=True, use_safetensors=True)
+    if fail_after_model:  # fault tests: behave like a disk that filled up mid-save
+        raise OSError(28, "No space left on device (simulated)")
+    booster.save_optimizer(optimizer, str(staging / "optimizer"), shard=True)
+    booster.save_lr_scheduler(lr_scheduler, str(staging / "lr_scheduler" / "lr_scheduler.pt"))
+    torch.save(rng_state(), staging / "rng" / f"rank-{rank}.pt")
+    barrier()
+    if rank == 0:
+        tokenizer.save_pretrained(staging / "tokenizer")
+        states = dict(running_states, epoch=epoch, step=step, rng_states="rng")
+        (staging / RUNNING_STATES).write_text(json.dumps(states, indent=2, default=str) + "\n", encoding="utf-8")
+        (staging / COMPLETE).write_text(f"{tag}\n", encoding="utf-8")
+        _fsync_tree(staging)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        if keep_last > 0:
+            for old in complete_checkpoints(save_dir)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def resolve_load_path(load_checkpoint: str, save_dir) -> Optional[Path]:
+    """'latest' → newest complete checkpoint in save_dir (None if there is none yet); a path → itself, checked."""
+    if load_checkpoint == "latest":
+        return latest_checkpoint(save_dir)
+    path = Path(load_checkpoint)
+    if not path.exists():
+        raise InputError("checkpoint not found", path)
+    if is_weights_only(path):
+        return path
+    if not (path / COMPLETE).is_file():
+        raise InputError("checkpoint is incomplete (no COMPLETE marker): a save was interrupted", path)
+    return path
+
+
+def is_weights_only(path: Path) -> bool:
+    """A `modeling` folder (or a bare weights folder) rather than a whole checkpoint."""
+    return not (path / RUNNING_STATES).is_file()
+
+
+def load_weights(booster, model, path: Path) -> None:
+    booster.load_model(model, str(path), strict=False)
+
+
+def load_checkpoint(booster, model, optimizer, lr_scheduler, path: Path) -> dict:
+    """Restore model, optimizer, scheduler and this rank's RNG; return running_states (with 'rng_restored')."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    booster.load_model(model, str(path / "modeling"))
+    booster.load_optimizer(optimizer, str(path / "optimizer"))
+    scheduler_path = path / "lr_scheduler"
+    if scheduler_path.is_dir():
+        scheduler_path = scheduler_path / "lr_scheduler.pt"
+    booster.load_lr_scheduler(lr_scheduler, str(scheduler_path))
+    states = json.loads((path / RUNNING_STATES).read_text(encoding="utf-8"))
+    rng_file = path / states.get("rng_states", "rng") / f"rank-{rank}.pt"
+    same_world = states.get("world_size") == (dist.get_world_size() if dist.is_initialized() else 1)
+    states["rng_restored"] = bool(same_world and rng_file.is_file())
+    if states["rng_restored"]:
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return states
+
+
+def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merge_lora: bool = False) -> Path:
+    """save_dir/final: a Hugging Face folder (weights, config, tokenizer) that needs no project code to load."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    save_dir = Path(save_dir)
+    final = save_dir / "final"
+    staging = save_dir / (STAGING_PREFIX + "final")
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    barrier()
+    if plugin_name == "ddp":
+        if rank == 0:
+            module = model.unwrap(unwrap_peft=False) if merge_lora else model.unwrap()
+            if merge_lora:
+                module = module.merge_and_unload()
+            module.save_pretrained(staging, safe_serialization=True)
+    else:  # sharded plugins gather through the booster; the config is written beside the weights
+        booster.save_model(model, str(staging), shard=True, use_safetensors=True)
+        if rank == 0:
+            model.unwrap().config.save_pretrained(staging)
+    barrier()
+    if rank == 0:
+        tokenizer.save_pretrained(staging)
+        _fsync_tree(staging)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    barrier()
+    return final

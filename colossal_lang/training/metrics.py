@@ -1,0 +1,109 @@
+"""What a run reports: tensorboard scalars, a JSON-lines step log, throughput, memory and MFU.
+
+MFU = achieved model FLOP/s ÷ peak FLOP/s of the devices. Model FLOPs per trained token follow PaLM
+(Chowdhery et al. 2022, appendix B): 6·N + 12·L·H·Q·T, with N the non-embedding parameters (plus the LM
+head, which does a matmul per token), L layers, H heads, Q head size, T sequence length; gradient
+checkpointing's recomputation is not counted (it is overhead, not model work). Peak FLOP/s come from
+PEAK_FLOPS below (dense, no sparsity), chosen by the CUDA device name and the training precision.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+# Dense peak TFLOP/s per GPU from the vendors' data sheets: (bf16/fp16 tensor core, tf32 tensor core for fp32).
+PEAK_TFLOPS = {
+    "H200": (989.0, 494.0),
+    "H100 SXM": (989.0, 494.0),
+    "H100 PCIe": (756.0, 378.0),
+    "H100": (989.0, 494.0),
+    "A100": (312.0, 156.0),
+    "A800": (312.0, 156.0),
+    "L40S": (362.0, 183.0),
+    "A10G": (125.0, 62.5),
+    "V100": (125.0, 15.7),
+    "4090": (165.0, 82.6),
+}
+
+
+def peak_flops_per_device(precision: str) -> Optional[float]:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    for key, (half, tf32) in PEAK_TFLOPS.items():
+        if key in name:
+            return (half if precision in ("bf16", "fp16") else tf32) * 1e12
+    return None
+
+
+def flops_per_token(model_config, seq_length: int, num_params: int) -> float:
+    layers = model_config.num_hidden_layers
+    hidden = model_config.hidden_size
+    embedding = model_config.vocab_size * hidden
+    # The input embedding is a lookup, not a matmul; the head is one. Tied, the shared matrix is in
+    # num_params once and stands for the head; untied, the input embedding's copy is taken out.
+    matmul_params = num_params if getattr(model_config, "tie_word_embeddings", False) else num_params - embedding
+    return 6.0 * matmul_params + 12.0 * layers * hidden * seq_length
+
+
+def memory_gib() -> dict:
+    if torch.cuda.is_available():
+        return {"memory/peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+                "memory/reserved_gib": torch.cuda.memory_reserved() / 2**30}
+    return {"memory/peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+class Throughput:
+    """Tokens per second between calls (wall clock, all data-parallel ranks together)."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+
+    def tick(self, tokens: int) -> float:
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        return tokens / elapsed if elapsed > 0 else 0.0
+
+
+class MetricsWriter:
+    """Rank-0 sink for scalars: tensorboard (if a folder is given) and a JSON-lines log (if a file is given)."""
+
+    def __init__(self, tensorboard_dir: Optional[str], loss_log: Optional[str], enabled: bool):
+        self.enabled = enabled
+        self.tensorboard = None
+        self.loss_log = None
+        if not enabled:
+            return
+        if tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(tensorboard_dir)
+        if loss_log:
+            Path(loss_log).parent.mkdir(parents=True, exist_ok=True)
+            self.loss_log = open(loss_log, "a", encoding="utf-8")
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self.tensorboard is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(name, value, step)
+
+    def event(self, record: dict) -> None:
+        """One JSON line: step records and guard events (skips, rollbacks) alike."""
+        if self.loss_log is not None:
+            self.loss_log.write(json.dumps(record) + "\n")
+            self.loss_log.flush()
+        if self.tensorboard is not None and record.get("event"):
+            self.tensorboard.add_text("events", json.dumps(record), record.get("step", 0))
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.loss_log is not None:
+            self.loss_log.close()

@@ -1,0 +1,105 @@
+"""Booster plugins by name, and the checks that reject what a plugin cannot honour before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import torch
+
+from colossal_lang.errors import InputError
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+
+
+def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -> None:
+    """Raise InputError for combinations the chosen plugin, device or model cannot run."""
+    cuda = torch.cuda.is_available()
+    if args.plugin != "ddp" and not cuda:
+        raise InputError(f"--plugin {args.plugin} needs CUDA; on CPU only --plugin ddp runs (over gloo)")
+    if not cuda and args.mixed_precision == "fp16":
+        raise InputError("--mixed_precision fp16 needs CUDA; on CPU use fp32 or bf16")
+    if args.plugin in ("gemini", "gemini_auto", "zero2", "zero2_cpu") and args.mixed_precision == "fp32":
+        raise InputError(f"--plugin {args.plugin} trains in fp16 or bf16; use --plugin ddp or 3d for fp32")
+    if args.use_flash_attn and not flash_attn_available():
+        raise InputError("--use_flash_attn needs the flash-attn package and a CUDA device")
+    if args.lora_rank and args.plugin not in ("ddp", "zero2", "zero2_cpu", "3d"):
+        raise InputError(f"LoRA through booster.enable_lora is not supported by --plugin {args.plugin}")
+    if args.plugin in ("gemini", "gemini_auto") and (args.freeze_non_embeds_params or args.train_new_rows_only):
+        raise InputError("Gemini needs every parameter to train; use ddp, zero2 or 3d for the freeze modes")
+    if args.train_new_rows_only and args.plugin != "ddp":
+        raise InputError("--train_new_rows_only masks gradients of single rows, which only --plugin ddp keeps whole")
+    if args.plugin == "3d":
+        model_parallel = args.tp * args.pp * args.sp
+        if world_size % model_parallel:
+            raise InputError(f"--tp {args.tp} x --pp {args.pp} x --sp {args.sp} = {model_parallel} does not divide {world_size} processes")
+        if args.sp > 1 and args.sp_mode in ("split_gather", "ring") and args.tp != args.sp:
+            raise InputError(f"--sp_mode {args.sp_mode} runs sequence parallelism over the TP group: set --sp equal to --tp")
+        if args.pp > 1 and args.use_neft:
+            raise InputError("--use_neft hooks the embedding output, which a pipeline stage may not hold; use --pp 1")
+        if args.pp > 1 and args.kl_coef > 0:
+            raise InputError("--kl_coef needs full logits on one stage; use --pp 1")
+        if args.pp > 1 and args.batch_size % args.microbatch_size:
+            raise InputError("--batch_size must be a multiple of --microbatch_size under pipeline parallelism")
+        if args.zero_stage == 2 and args.pp > 1:
+            raise InputError("ZeRO stage 2 cannot be combined with pipeline parallelism; use --zero_stage 1")
+    if model_config is not None and args.tp > 1:
+        heads = getattr(model_config, "num_attention_heads", None)
+        kv_heads = getattr(model_config, "num_key_value_heads", heads)
+        if heads and (heads % args.tp or kv_heads % args.tp):
+            raise InputError(f"--tp {args.tp} must divide the attention heads ({heads}) and key/value heads ({kv_heads})")
+    if model_config is not None and args.pp > 1:
+        layers = getattr(model_config, "num_hidden_layers", 0)
+        if layers < args.pp:
+            raise InputError(f"--pp {args.pp} exceeds the {layers} decoder layers")
+
+
+def make_plugin(args: argparse.Namespace):
+    """The Booster plugin for --plugin, configured for precision, clipping and parallel sizes."""
+    from colossalai.booster.plugin import GeminiPlugin, HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
+
+    precision = args.mixed_precision
+    if args.plugin == "ddp":
+        # Precision and clipping are the loop's job here: fp32 master weights + autocast, clipping on all grads.
+        return TorchDDPPlugin(find_unused_parameters=bool(args.lora_rank), broadcast_buffers=False)
+    if args.plugin in ("gemini", "gemini_auto"):
+        return GeminiPlugin(
+            placement_policy="static" if args.plugin == "gemini" else "auto",
+            precision=precision, initial_scale=2**16, max_norm=args.grad_clip,
+            enable_gradient_accumulation=args.accumulation_steps > 1,
+            enable_flash_attention=args.use_flash_attn,
+        )
+    if args.plugin in ("zero2", "zero2_cpu"):
+        return LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=args.grad_clip,
+                                  cpu_offload=args.plugin == "zero2_cpu")
+    return HybridParallelPlugin(
+        tp_size=args.tp, pp_size=args.pp, sp_size=args.sp,
+        enable_sequence_parallelism=args.sp > 1,
+        sequence_parallelism_mode=args.sp_mode if args.sp > 1 else None,
+        zero_stage=args.zero_stage, precision=precision, max_norm=args.grad_clip,
+        microbatch_size=args.microbatch_size if args.pp > 1 else None,
+        enable_flash_attention=args.use_flash_attn, enable_fused_normalization=torch.cuda.is_available(),
+        initial_scale=2**16,
+    )
+
+
+def plugin_clips_gradients(args: argparse.Namespace) -> bool:
+    """Whether the plugin's optimizer clips (and reports the norm) itself."""
+    return args.plugin != "ddp"
+
+
+def booster_mixed_precision(args: argparse.Namespace):
+    """The Booster-level mixed precision for plugins that leave precision to it (ddp + fp16: torch AMP + scaler)."""
+    if args.plugin == "ddp" and args.mixed_precision == "fp16":
+        return "fp16"
+    return None
+
+
+def data_parallel_info(plugin, args: argparse.Namespace, world_size: int, rank: int) -> tuple[int, int]:
+    """(data-parallel size, this process's data-parallel rank)."""
+    if args.plugin == "3d":
+        group = plugin.dp_group
+        return torch.distributed.get_world_size(group), torch.distributed.get_rank(group)
+    return world_size, rank

@@ -1,0 +1,144 @@
+"""One optimizer step's forward/backward over its micro-batches, with the loss normalised per token.
+
+Every micro-batch's loss is its sum of token losses divided by the number of loss tokens in the whole
+global step (all micro-batches, all data-parallel ranks), times the data-parallel size because the
+plugins average gradients over ranks. The gradient is then exactly that of the mean token loss of the
+global batch, however the tokens fall into micro-batches (Colossal-LLaMA averaged per micro-batch).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+import torch.distributed as dist
+
+from colossal_lang.training.losses import kl_to_reference_sums, loss_token_count, token_loss_sums
+
+
+@dataclass
+class StepContext:
+    booster: object
+    model: torch.nn.Module
+    optimizer: object
+    device: torch.device
+    autocast: object  # a callable returning a context manager
+    dp_size: int
+    dp_group: Optional[object]
+    categories: List[str]
+    reference: Optional[torch.nn.Module] = None
+    kl_coef: float = 0.0
+    kl_categories: Optional[set] = None
+    original_vocab_size: int = 0
+    uses_model_loss: bool = False  # 3d: shardformer computes a (vocab-parallel) loss from labels
+    pipeline: bool = False
+    num_microbatches: int = 1
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+
+def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bool = False) -> dict:
+    """Run forward and backward on every micro-batch; return global sums (identical on every rank)."""
+    num_categories = len(ctx.categories)
+    category_index = {name: i for i, name in enumerate(ctx.categories)}
+    local_tokens = sum(int(loss_token_count(mb["labels"])) for mb in micro_batches)
+    # [loss tokens, input tokens] summed over the data-parallel group before any backward.
+    counts = torch.tensor([local_tokens, sum(mb["input_ids"].numel() for mb in micro_batches)], dtype=torch.float64)
+    if dist.is_initialized():
+        counts = counts.to(ctx.device)
+        dist.all_reduce(counts, group=ctx.dp_group)
+        counts = counts.cpu()
+    global_tokens = max(1.0, counts[0].item())
+    scale = ctx.dp_size / global_tokens
+
+    # [loss sum, kl sum, per-category loss sums..., per-category token counts...]
+    sums = torch.zeros(2 + 2 * num_categories, dtype=torch.float64)
+    can_sync = ctx.booster.plugin.support_no_sync()
+    for index, micro_batch in enumerate(micro_batches):
+        inputs = _to_device(micro_batch, ctx.device)
+        labels = inputs.pop("labels")
+        last = index == len(micro_batches) - 1
+        sync = nullcontext() if (last or not can_sync) else ctx.booster.no_sync(ctx.model, ctx.optimizer)
+        with sync:
+            if ctx.pipeline:
+                loss_sum = _pipeline_step(ctx, inputs, labels, scale)
+                sums[0] += loss_sum
+                continue
+            with ctx.autocast():
+                if ctx.uses_model_loss:
+                    outputs = ctx.model(**inputs, labels=labels)
+                    n = loss_token_count(labels)
+                    loss_sum = outputs.loss.float() * n
+                    row_sums, row_counts = None, None
+                else:
+                    logits = ctx.model(**inputs).logits
+                    row_sums, row_counts = token_loss_sums(logits, labels)
+                    loss_sum = row_sums.sum()
+                loss = loss_sum * scale
+                kl_sum = None
+                if ctx.reference is not None and ctx.kl_coef > 0:
+                    kl_rows = torch.tensor([ctx.kl_categories is None or c in ctx.kl_categories for c in micro_batch["categories"]],
+                                           device=ctx.device)
+                    if kl_rows.any():
+                        with torch.no_grad():
+                            reference_logits = ctx.reference(**inputs).logits
+                        kl_sum = (kl_to_reference_sums(logits, reference_logits, labels, ctx.original_vocab_size) * kl_rows).sum()
+                        loss = loss + ctx.kl_coef * kl_sum * scale
+            if inject_nan:
+                loss = loss * float("nan")
+            ctx.booster.backward(loss, ctx.optimizer)
+        sums[0] += loss_sum.detach().double().cpu() * (float("nan") if inject_nan else 1.0)
+        if kl_sum is not None:
+            sums[1] += kl_sum.detach().double().cpu()
+        if row_sums is not None:
+            for row, category in enumerate(micro_batch["categories"]):
+                sums[2 + category_index[category]] += row_sums[row].detach().double().cpu()
+                sums[2 + num_categories + category_index[category]] += row_counts[row].item()
+
+    if dist.is_initialized():
+        sums = sums.to(ctx.device)
+        dist.all_reduce(sums, group=ctx.dp_group)
+        sums = sums.cpu()
+    result = {"loss": (sums[0] / global_tokens).item(), "loss_tokens": int(counts[0]), "tokens": int(counts[1])}
+    if ctx.reference is not None and ctx.kl_coef > 0:
+        result["kl"] = (sums[1] / global_tokens).item()
+    for i, name in enumerate(ctx.categories):
+        tokens = sums[2 + num_categories + i].item()
+        result[f"tokens/{name}"] = int(tokens)
+        if tokens:
+            result[f"loss/{name}"] = (sums[2 + i] / tokens).item()
+    return result
+
+
+def _pipeline_step(ctx: StepContext, inputs: dict, labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """3d with --pp > 1: Colossal-AI's schedule runs forward and backward; the loss lives on the last stage."""
+    batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask"), "labels": labels}
+    batch = {k: v for k, v in batch.items() if v is not None}
+
+    def criterion(outputs, micro_inputs):
+        # The schedule divides each micro-batch loss by the number of micro-batches; undo that, weigh per token.
+        return outputs.loss * loss_token_count(micro_inputs["labels"]) * scale * ctx.num_microbatches
+
+    output = ctx.booster.execute_pipeline(iter([batch]), ctx.model, criterion, ctx.optimizer, return_loss=True)
+    loss = output["loss"]
+    stage_manager = ctx.booster.plugin.stage_manager
+    if stage_manager.is_last_stage() and loss is not None:
+        return loss.detach().double().cpu() / scale
+    return torch.zeros((), dtype=torch.float64)
+
+
+def clip_and_norm(ctx: StepContext, max_norm: float, plugin_clips: bool) -> Optional[float]:
+    """Clip (ddp: here, on all gradients; other plugins: inside their optimizer) and return the global norm."""
+    if plugin_clips:
+        getter = getattr(ctx.optimizer, "get_grad_norm", None)
+        norm = getter() if getter is not None else None
+        return None if norm is None else float(norm)
+    if getattr(ctx.optimizer, "scaler", None) is not None:
+        ctx.optimizer.unscale_grad()
+    params = [p for p in ctx.model.parameters() if p.requires_grad and p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return float(norm)

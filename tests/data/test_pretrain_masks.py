@@ -1,0 +1,66 @@
+"""Loss masks at the source/target boundary and BOS/EOS placement, on the real SmolLM2 and Mistral tokenizers."""
+
+from __future__ import annotations
+
+import pytest
+
+from colossal_lang.data.tokenize_pretrain import IGNORE_INDEX, document_specials, labels_for, tokenize_pretrain_batch
+
+QUESTION = "Otázka: Které město je hlavním městem České republiky?\nOdpověď:"
+ANSWER = " Hlavním městem je Praha, ležící na Vltavě."
+
+
+def tokenize_one(tokenizer, source, target):
+    specials = document_specials(tokenizer)
+    out = tokenize_pretrain_batch({"source": [source], "target": [target]}, tokenizer, specials.prefix_ids, specials.suffix_ids)
+    return out["input_ids"][0], out["loss_start"][0]
+
+
+def test_document_specials_follow_the_tokenizer(smollm2_tokenizer, mistral_tokenizer):
+    smol = document_specials(smollm2_tokenizer)
+    assert smol.prefix_ids == ()  # SmolLM2 adds no BOS
+    assert smol.suffix_ids == (2,)  # <|im_end|> ends every document
+    mistral = document_specials(mistral_tokenizer)
+    assert mistral.prefix_ids == (1,)  # <s>
+    assert mistral.suffix_ids == (2,)  # </s>
+
+
+@pytest.mark.parametrize("which", ["smollm2", "mistral"])
+def test_boundary_is_exact_and_specials_appear_once(which, smollm2_tokenizer, mistral_tokenizer):
+    tokenizer = smollm2_tokenizer if which == "smollm2" else mistral_tokenizer
+    input_ids, loss_start = tokenize_one(tokenizer, QUESTION, ANSWER)
+    prefix = list(document_specials(tokenizer).prefix_ids)
+    # The ids are those of the joint text: no artefact from tokenizing the pieces apart.
+    joint = tokenizer(QUESTION + ANSWER, add_special_tokens=False)["input_ids"]
+    assert input_ids == prefix + joint + [tokenizer.eos_token_id]
+    assert input_ids.count(tokenizer.eos_token_id) == 1
+    if prefix:
+        assert input_ids.count(tokenizer.bos_token_id) == 1
+    labels = labels_for(input_ids, loss_start)
+    learned = [token for token in labels if token != IGNORE_INDEX]
+    context = input_ids[len(prefix):loss_start]
+    assert tokenizer.decode(context) == QUESTION
+    assert learned[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(learned[:-1]).strip() == ANSWER.strip()
+    # The first learned token is the first one holding an answer character.
+    assert tokenizer.decode(input_ids[loss_start:loss_start + 1]).strip() == tokenizer.decode(
+        tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:1]).strip()
+
+
+def test_token_straddling_the_boundary_is_learned(smollm2_tokenizer):
+    # "The cap" + "ital": byte-level BPE makes one token "Ġcapital" across the cut; it holds target text, so it is learned.
+    source, target = "Praha leží na Vltavě. The cap", "ital is beautiful."
+    input_ids, loss_start = tokenize_one(smollm2_tokenizer, source, target)
+    encoded = smollm2_tokenizer(source + target, add_special_tokens=False, return_offsets_mapping=True)
+    straddling = [i for i, (start, end) in enumerate(encoded["offset_mapping"]) if start < len(source) < end]
+    assert len(straddling) == 1
+    assert smollm2_tokenizer.convert_ids_to_tokens(input_ids[straddling[0]]) == "Ġcapital"
+    assert loss_start == straddling[0]
+    assert all(end <= len(source) for _, end in encoded["offset_mapping"][:loss_start])
+
+
+def test_empty_source_learns_every_token(mistral_tokenizer):
+    input_ids, loss_start = tokenize_one(mistral_tokenizer, "", ANSWER.strip())
+    assert loss_start == 1  # only <s> is context
+    labels = labels_for(input_ids, loss_start)
+    assert labels[0] == IGNORE_INDEX and labels[1:] == input_ids[1:]

@@ -1,0 +1,145 @@
+"""Bits per byte: equal to hand computations, window convention as documented, real model sanity, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from colossal_lang.errors import InputError
+from colossal_lang.evaluation.perplexity import bits_per_byte, document_prefix_ids, main, read_documents
+
+
+def short_texts(data_dir, count=4, chars=160):
+    texts = read_documents(data_dir / "heldout" / "cs_fortunes.jsonl", max_documents=count)
+    return [text[:chars] for text in texts]
+
+
+def test_uniform_model_matches_closed_form(uniform_model, smollm2_tokenizer, data_dir):
+    texts = short_texts(data_dir) + ["Příliš žluťoučký kůň úpěl ďábelské ódy."]
+    result = bits_per_byte(uniform_model, smollm2_tokenizer, texts, max_length=16, stride=8, batch_size=3, progress=False)
+
+    token_count = sum(len(smollm2_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    byte_count = sum(len(t.encode("utf-8")) for t in texts)
+    vocab = len(smollm2_tokenizer)
+    assert result.num_tokens == token_count
+    assert result.num_bytes == byte_count > result.num_characters  # Czech diacritics take two bytes
+    assert result.bits_per_byte == pytest.approx(token_count * math.log2(vocab) / byte_count, rel=1e-5)
+    assert result.token_perplexity == pytest.approx(vocab, rel=1e-4)
+    assert result.num_documents == len(texts)
+
+
+def brute_force_nll(model, sequence, first_target, max_length, stride):
+    """Score each token from its own forward pass over exactly the context the documented convention gives."""
+    total, min_context = 0.0, None
+    for position in range(first_target, len(sequence)):
+        begin = 0
+        # The first window (begin = k * stride) whose end reaches past `position` scores it.
+        while min(begin + max_length, len(sequence)) <= position:
+            begin += stride
+        context = sequence[begin:position]
+        if begin > 0:
+            min_context = len(context) if min_context is None else min(min_context, len(context))
+        with torch.no_grad():
+            logits = model(torch.tensor([context])).logits[0, -1]
+        total -= torch.log_softmax(logits.float(), -1)[sequence[position]].item()
+    return total, min_context
+
+
+def test_sliding_window_equals_brute_force(tiny_model, smollm2_tokenizer, data_dir):
+    texts = short_texts(data_dir, count=3, chars=120)
+    max_length, stride = 12, 5
+    result = bits_per_byte(tiny_model, smollm2_tokenizer, texts, max_length=max_length, stride=stride,
+                           batch_size=4, progress=False)
+    eos = smollm2_tokenizer.eos_token_id
+    expected, smallest_context = 0.0, []
+    for text in texts:
+        ids = smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) > 2 * max_length  # several windows per document
+        nll, min_context = brute_force_nll(tiny_model, [eos] + ids, 1, max_length, stride)
+        expected += nll
+        smallest_context.append(min_context)
+    assert result.nll_nats == pytest.approx(expected, rel=1e-5)
+    assert min(smallest_context) >= max_length - stride
+    byte_count = sum(len(t.encode("utf-8")) for t in texts)
+    assert result.bits_per_byte == pytest.approx(expected / (math.log(2) * byte_count), rel=1e-5)
+
+
+def test_batching_and_window_do_not_change_short_documents(tiny_model, smollm2_tokenizer, data_dir):
+    texts = short_texts(data_dir, count=5, chars=60)
+    one_by_one = bits_per_byte(tiny_model, smollm2_tokenizer, texts, max_length=512, stride=256, batch_size=1, progress=False)
+    batched = bits_per_byte(tiny_model, smollm2_tokenizer, texts, max_length=512, stride=256, batch_size=5, progress=False)
+    assert batched.num_windows == one_by_one.num_windows == len(texts)
+    assert batched.nll_nats == pytest.approx(one_by_one.nll_nats, rel=1e-5)
+
+
+def test_document_start_context_per_tokenizer(smollm2_tokenizer, mistral_spm_path):
+    from transformers import LlamaTokenizer
+
+    # SmolLM2 adds no BOS: the eos token (<|im_end|>) is put before each document.
+    assert document_prefix_ids(smollm2_tokenizer) == [smollm2_tokenizer.eos_token_id]
+    # A LLaMA-style tokenizer adds <s> itself: the first text token is predicted from it.
+    llama_tokenizer = LlamaTokenizer(vocab_file=str(mistral_spm_path), legacy=False)
+    assert document_prefix_ids(llama_tokenizer) == [llama_tokenizer.bos_token_id]
+
+
+def test_real_model_knows_english_better_than_czech(smollm2_dir, data_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    czech = read_documents(data_dir / "heldout" / "cs_libreoffice_help.jsonl", max_documents=3)
+    english = read_documents(data_dir / "heldout" / "en_libreoffice_help.jsonl", max_documents=3)
+    czech_result = bits_per_byte(model, tokenizer, [t[:600] for t in czech], max_length=256, stride=128, progress=False)
+    english_result = bits_per_byte(model, tokenizer, [t[:600] for t in english], max_length=256, stride=128, progress=False)
+    assert 0.3 < english_result.bits_per_byte < czech_result.bits_per_byte < 8
+    assert english_result.characters_per_token > czech_result.characters_per_token
+
+
+def test_invalid_window_and_text_arguments(tiny_model, smollm2_tokenizer):
+    with pytest.raises(ValueError, match="stride"):
+        bits_per_byte(tiny_model, smollm2_tokenizer, ["abc"], max_length=8, stride=8)
+    with pytest.raises(TypeError):
+        bits_per_byte(tiny_model, smollm2_tokenizer, "one string")
+
+
+def test_cli_reports_each_file_as_the_function_does(sliced_smollm2_dir, data_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output = tmp_path / "bpb.json"
+    files = [data_dir / "heldout" / "cs_fortunes.jsonl", data_dir / "heldout" / "en_libreoffice_help.jsonl"]
+    main(["--model_path", str(sliced_smollm2_dir), "--data", *map(str, files), "--max_documents", "2",
+          "--max_length", "128", "--stride", "64", "--no_progress", "--output_json", str(output)])
+    printed = capsys.readouterr().out
+    report = json.loads(output.read_text())
+    assert set(report["files"]) == {str(f) for f in files}
+    model = AutoModelForCausalLM.from_pretrained(sliced_smollm2_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(sliced_smollm2_dir)
+    for path in files:
+        expected = bits_per_byte(model, tokenizer, read_documents(path, max_documents=2), 128, 64, progress=False)
+        assert report["files"][str(path)]["num_documents"] == 2
+        assert report["files"][str(path)]["bits_per_byte"] == pytest.approx(expected.bits_per_byte, rel=1e-4)
+        assert f"{expected.bits_per_byte:.4f}" in printed
+
+
+def test_cli_names_file_and_line_of_a_bad_row(tmp_path, sliced_smollm2_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"target": "dobrý den"}\n{"text": "no target here"}\n', encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        main(["--model_path", str(sliced_smollm2_dir), "--data", str(bad)])
+    assert caught.value.path == str(bad) and caught.value.line == 2
+
+
+def test_cli_bad_model_path_exits_2_with_one_line(tmp_path, data_dir):
+    completed = subprocess.run(
+        [sys.executable, "-m", "colossal_lang.evaluation.perplexity", "--model_path", str(tmp_path / "missing"),
+         "--data", str(data_dir / "heldout" / "cs_fortunes.jsonl"), "--max_documents", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().count("\n") == 0
+    assert "no such model folder" in completed.stderr and str(tmp_path / "missing") in completed.stderr
