@@ -58,7 +58,6 @@ def plan_byte_level_expansion(config: dict, pieces: Sequence[str], blocked: Set[
     ranks = {merge: rank for rank, merge in enumerate(parse_merges(config["model"]["merges"]))}
     added_ids = [token["id"] for token in config.get("added_tokens", [])]
     plan = ExpansionPlan(first_new_id=max(list(vocab.values()) + added_ids) + 1)
-    plan.merges = []  # type: ignore[attr-defined]
     alphabet = {char for token in base_tokens if len(token) == 1 for char in token}
     wanted = set()
     for piece in dedupe(pieces):
@@ -116,7 +115,7 @@ def apply_byte_level_plan(config: dict, plan: ExpansionPlan) -> dict:
         vocab[token] = plan.first_new_id + offset
     raw = expanded["model"]["merges"]
     as_strings = bool(raw) and isinstance(raw[0], str)
-    raw.extend(f"{a} {b}" if as_strings else [a, b] for a, b in plan.merges)  # type: ignore[attr-defined]
+    raw.extend(f"{a} {b}" if as_strings else [a, b] for a, b in plan.merges)
     return expanded
 
 

@@ -90,7 +90,7 @@ def plan_sentencepiece_expansion(proto, pieces: Sequence[str], blocked: Set[str]
         wanted.add(piece)
         plan.added.append(piece)
     plan.intermediates = [token for token in plan.new_tokens if token not in wanted]
-    plan.scores = {token: scores[token] for token in plan.new_tokens}  # type: ignore[attr-defined]
+    plan.scores = {token: scores[token] for token in plan.new_tokens}
     return plan
 
 
@@ -103,7 +103,7 @@ def apply_sentencepiece_plan(proto, plan: ExpansionPlan):
     for token in plan.new_tokens:
         new_piece = expanded.pieces.add()
         new_piece.piece = token
-        new_piece.score = plan.scores[token]  # type: ignore[attr-defined]
+        new_piece.score = plan.scores[token]
         new_piece.type = model_pb2.ModelProto.SentencePiece.NORMAL
     return expanded
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 
 @dataclass
@@ -22,6 +22,8 @@ class ExpansionPlan:
     intermediates: List[str] = field(default_factory=list)  # tokens added only so a wanted piece is reachable
     already_present: List[str] = field(default_factory=list)
     rejected: Dict[str, str] = field(default_factory=dict)  # piece -> reason
+    merges: List[Tuple[str, str]] = field(default_factory=list)  # byte-level BPE: appended merges, in rank order
+    scores: Dict[str, float] = field(default_factory=dict)  # SentencePiece: score of each new piece
     protected_dropped: int = 0
     protection_rounds: int = 0
 

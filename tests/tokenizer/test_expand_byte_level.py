@@ -104,3 +104,13 @@ def test_without_protection_english_changes(smollm2_dir, czech_byte_level_dir, e
     plan = plan_byte_level_expansion(base, pieces_from_tokenizer_json(trained))
     fired = fired_new_tokens(build_tokenizer(apply_byte_level_plan(base, plan)), plan, english_reference)
     assert len(fired) > 10  # protection has real work to do: Czech pieces such as " se" fire on English
+
+
+def test_target_script_only_rejects_ascii_pieces(smollm2_dir, tmp_path):
+    pieces = tmp_path / "pieces.jsonl"
+    pieces.write_text("".join(json.dumps({"piece": w}, ensure_ascii=False) + "\n"
+                              for w in (" kůň", " Basic", " dialog")), encoding="utf-8")
+    plan = init_main(["--source_tokenizer_dir", str(smollm2_dir), "--target_tokenizer_dir", str(tmp_path / "out"),
+                      "--expand_tokens_file", str(pieces), "--no_protect", "--target_script_only"])
+    assert plan.added == ["ĠkÅ¯ÅĪ"]
+    assert sum(reason.startswith("no target-script letter") for reason in plan.rejected.values()) == 2
