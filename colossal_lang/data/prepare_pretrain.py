@@ -21,7 +21,7 @@ from colossal_lang.data.records import read_validated, validate_pretrain_record
 from colossal_lang.data.summary import print_summary
 from colossal_lang.data.tokenize_pretrain import document_specials, tokenize_pretrain_batch
 from colossal_lang.data.tokenized_corpus import (
-    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, plan_buckets,
+    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, parallel_map, plan_buckets,
 )
 from colossal_lang.errors import InputError
 
@@ -98,16 +98,12 @@ def prepare_pretrain(args) -> Dict:
     category_order = category_order_of(weights, read.columns["category"])
     specials = document_specials(tokenizer)
     disable_caching()  # intermediate results live in memory/temp files, never in ~/.cache
-    records = Dataset.from_dict({"source": read.columns["source"], "target": read.columns["target"]})
-    tokenized = records.map(
-        tokenize_pretrain_batch,
-        batched=True,
-        batch_size=1000,
-        num_proc=args.num_proc if args.num_proc > 1 and len(records) >= 2 * args.num_proc else None,
-        remove_columns=["source", "target"],
-        fn_kwargs={"tokenizer": tokenizer, "prefix_ids": specials.prefix_ids, "suffix_ids": specials.suffix_ids},
-        new_fingerprint=fingerprint[:16],
-        desc="tokenizing",
+    # The arrow copy is all that is needed from here: free the Python strings.
+    records = Dataset.from_dict({"source": read.columns.pop("source"), "target": read.columns.pop("target")})
+    tokenized = parallel_map(
+        records, tokenize_pretrain_batch, args.num_proc,
+        {"tokenizer": tokenizer, "prefix_ids": specials.prefix_ids, "suffix_ids": specials.suffix_ids},
+        fingerprint, "tokenizing", batch_size=1000,
     )
     corpus = TokenizedCorpus.from_dataset(tokenized, read.columns["category"], category_order)
     packed = chunk_and_pack(corpus, args.max_length)

@@ -23,7 +23,8 @@ from colossal_lang.data.records import normalize_reasons, read_validated, valida
 from colossal_lang.data.summary import print_summary
 from colossal_lang.data.tokenize_sft import tokenize_sft_batch
 from colossal_lang.data.tokenized_corpus import (
-    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, one_row_per_document, plan_buckets,
+    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, one_row_per_document, parallel_map,
+    plan_buckets,
 )
 
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_flags(parser, default_packing="none")
     parser.add_argument("--chat_template", choices=TEMPLATE_CHOICES, default="auto",
                         help="auto/tokenizer: the tokenizer's own chat_template; or a built-in")
+    parser.add_argument("--llama_version", type=int, choices=(2, 3), default=None,
+                        help="Colossal-LLaMA's flag: same as --chat_template llama2 / llama3")
     return parser
 
 
@@ -43,6 +46,8 @@ def prepare_sft(args) -> Dict:
     check_common_flags(args)
     weights = parse_category_weights(args.category_weights)
     tokenizer = load_tokenizer(args.tokenizer_dir)
+    if args.llama_version is not None and args.chat_template == "auto":
+        args.chat_template = f"llama{args.llama_version}"
     template = resolve_template(tokenizer, args.chat_template)
     read = read_validated(args.data_input_dirs, validate_sft_record, args.on_error)
     output_dir = Path(args.data_output_dirs)
@@ -56,15 +61,10 @@ def prepare_sft(args) -> Dict:
 
     disable_caching()
     records = Dataset.from_dict({"messages": read.columns["messages"]})
-    tokenized = records.map(
-        tokenize_sft_batch,
-        batched=True,
-        batch_size=256,
-        num_proc=args.num_proc if args.num_proc > 1 and len(records) >= 2 * args.num_proc else None,
-        remove_columns=["messages"],
-        fn_kwargs={"tokenizer": tokenizer, "template": template, "max_length": args.max_length},
-        new_fingerprint=fingerprint[:16],
-        desc="rendering + tokenizing",
+    tokenized = parallel_map(
+        records, tokenize_sft_batch, args.num_proc,
+        {"tokenizer": tokenizer, "template": template, "max_length": args.max_length},
+        fingerprint, "rendering + tokenizing", batch_size=256,
     )
     # Problems found while tokenizing (first turn too long, template trouble) still name file:line.
     keep, skipped = [], read.skipped

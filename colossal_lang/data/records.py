@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
+from tqdm import tqdm
+
 from colossal_lang.data.jsonl import iter_jsonl, list_jsonl_files, report_bad_record
 from colossal_lang.errors import InputError
 
 PRETRAIN_FIELDS = ("source", "target", "category")
-SFT_ROLE_ALIASES = {"human": "user", "user": "user", "assistant": "assistant", "gpt": None, "system": "system"}
+SFT_ROLE_ALIASES = {"human": "user", "user": "user", "assistant": "assistant", "system": "system"}
 COLOSSAL_ROLES = ("human", "assistant")
 OPENAI_ROLES = ("system", "user", "assistant")
 DEFAULT_SFT_CATEGORY = "sft"
@@ -128,7 +130,7 @@ def read_validated(
     files = list_jsonl_files(inputs)
     digest = hashlib.sha256()
     result = ReadResult(columns={}, paths=[], lines=[])
-    for path in files:
+    for path in tqdm(files, desc="reading + validating", unit="file", disable=len(files) < 2):
         digest.update(str(path).encode() + b"\0")
         digest.update(_file_sha256(path).encode())
         seen_before = result.records_read + sum(result.skipped.values())

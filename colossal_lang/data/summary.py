@@ -21,6 +21,7 @@ def print_summary(command: str, manifest: Dict, output_dir: Path, seconds: float
     for name, entry in categories.items():
         print(f"  {name:<16}{entry['records']:>9}{entry.get(extra, 0):>10}{entry['input_tokens']:>12}"
               f"{entry['sequences']:>11}{entry['tokens']:>12}{entry['loss_tokens']:>11}{entry['tokens'] / total_tokens:>8.1%}")
-    print(f"  packing {manifest['packing']}, max_length {manifest['max_length']}, order {manifest['order']}, "
+    packing = manifest["packing"] if manifest.get("packed", True) else "none (one conversation per row)"
+    print(f"  packing {packing}, max_length {manifest['max_length']}, order {manifest['order']}, "
           f"{manifest['num_buckets']} bucket(s) with {manifest.get('part_rows')} rows")
     print(f"wrote {output_dir} in {seconds:.1f} s")

@@ -1,8 +1,8 @@
 """Tokenize conversations: labels on exactly the assistant contents and their end-of-turn tokens.
 
 The rendered text is tokenized once (the template already holds BOS and the turn markers, so no
-special tokens are added), and a token is learned when its character span overlaps an assistant
-content or its end-of-turn token (see `chat_templates.render_conversation`). Nothing scans for
+special tokens are added), and a token is learned when its character span overlaps the span from an
+assistant content through its end-of-turn token (see `chat_templates.render_conversation`). Nothing scans for
 special ids, so a template whose turns end with text rather than one special token still works.
 
 Too long conversations lose whole trailing turns (user + assistant), never part of a turn; one whose

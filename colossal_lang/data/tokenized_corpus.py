@@ -35,6 +35,30 @@ def load_tokenizer(tokenizer_dir):
     return tokenizer
 
 
+def parallel_map(dataset, function, num_proc: int, fn_kwargs: dict, fingerprint: str, desc: str, batch_size: int):
+    """`dataset.map(batched=True)` over `num_proc` processes (one when there is too little to share).
+
+    With several processes, each tokenizer runs single-threaded: the Rust thread pool of every worker
+    would otherwise claim all cores, and the workers would fight over them.
+    """
+    import os
+
+    processes = num_proc if num_proc > 1 and len(dataset) >= 2 * num_proc else None
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    if processes:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        return dataset.map(function, batched=True, batch_size=batch_size, num_proc=processes,
+                           remove_columns=dataset.column_names, fn_kwargs=fn_kwargs,
+                           new_fingerprint=fingerprint[:16], desc=desc)
+    finally:
+        if processes:
+            if saved is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = saved
+
+
 @dataclass
 class TokenizedCorpus:
     """Documents as a flat token array: document d is `token_ids[doc_offsets[d]:doc_offsets[d+1]]`."""

@@ -64,3 +64,32 @@ def test_empty_source_learns_every_token(mistral_tokenizer):
     assert loss_start == 1  # only <s> is context
     labels = labels_for(input_ids, loss_start)
     assert labels[0] == IGNORE_INDEX and labels[1:] == input_ids[1:]
+
+
+@pytest.mark.parametrize("which", ["smollm2", "mistral"])
+def test_pipeline_rows_carry_the_exact_masks(which, request, jsonl, prepare_pretrain, load_parts, tmp_path):
+    """Through the whole pipeline, with sources long enough that chunks cut through them."""
+    from transformers import AutoTokenizer
+
+    tokenizer_dir = request.getfixturevalue(f"{which}_tokenizer_dir")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    records = [
+        {"source": QUESTION, "target": ANSWER, "category": "qa"},
+        {"source": "Přelož do angličtiny: " + "Vltava je nejdelší řeka v Česku. " * 6, "target": " The Vltava is the longest river in Czechia.", "category": "qa"},
+        {"source": "", "target": "Bez kontextu se učí každý token.", "category": "qa"},
+    ]
+    jsonl(tmp_path / "in.jsonl", records)
+    prepare_pretrain(tmp_path / "in.jsonl", tokenizer_dir, tmp_path / "out", "--max_length", 32, "--order", "curriculum")
+    pieces = []
+    for row in load_parts(tmp_path / "out")[0]:
+        start = 0
+        for length in row["doc_lengths"]:
+            pieces.append((row["input_ids"][start:start + length], row["labels"][start:start + length]))
+            start += length
+    expected = []
+    for record in records:
+        input_ids, loss_start = tokenize_one(tokenizer, record["source"], record["target"])
+        labels = labels_for(input_ids, loss_start)
+        expected += [(input_ids[i:i + 32], labels[i:i + 32]) for i in range(0, len(input_ids), 32)]
+    assert sorted(pieces) == sorted(expected)
+    assert any(all(label == IGNORE_INDEX for label in labels) for _, labels in pieces)  # a chunk of pure source

@@ -115,3 +115,10 @@ def test_packed_sft_keeps_conversations_apart(data_dir, smollm2_tokenizer_dir, s
             start += length
             documents += 1
     assert documents == 60
+
+
+def test_colossal_llama_version_flag_picks_the_llama2_template(mistral_tokenizer_dir, jsonl, prepare_sft, tmp_path):
+    jsonl(tmp_path / "in.jsonl", [{"messages": _colossal_form(CONVERSATION[1:3])}])
+    manifest = prepare_sft(tmp_path / "in.jsonl", mistral_tokenizer_dir, tmp_path / "out", "--llama_version", 2)
+    assert manifest["chat_template"] == "llama2"
+    assert manifest["categories"]["sft"]["loss_tokens"] > 0

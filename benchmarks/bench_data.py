@@ -1,0 +1,138 @@
+"""Throughput of `prepare_pretrain_dataset.py` against raw fast-tokenizer batch encoding of the same text.
+
+Both run in the same invocation on the same text (the embedded Czech + English pretraining corpus,
+repeated `--repeat` times under different file names): the baseline is the tokenizer's batch
+encoding alone (Rust, all cores, no offsets, nothing written). Baseline and in-process runs are
+interleaved over `--rounds` and the best time of each is kept (on a shared machine noise only adds
+time). The pipeline is the
+whole preparation (validation, tokenization, chunking, packing, mixing, arrow + manifest), timed
+in process (imports done, as for the baseline) and as the CLI in a subprocess (interpreter start-up
+and the ~4 s import of transformers included; peak RSS measured there).
+Goal: pipeline ≥ 0.7 × raw with `--num_proc 2`.
+
+    .venv/bin/python benchmarks/bench_data.py [--repeat 4] [--max_length 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: the package lives at the repo root
+DEFAULT_TOKENIZER = REPO / ".cache" / "models" / "SmolLM2-135M-Instruct"
+
+
+def build_corpus(folder: Path, repeat: int) -> list:
+    """Copy data/pretrain/{cs,en} `repeat` times into `folder`; return every target text."""
+    texts = []
+    for language in ("cs", "en"):
+        for source in sorted((REPO / "data" / "pretrain" / language).glob("*.jsonl")):
+            lines = source.read_text(encoding="utf-8").splitlines()
+            for copy in range(repeat):
+                target = folder / language / f"{source.stem}-{copy}.jsonl"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                texts.extend(json.loads(line)["target"] for line in lines)
+    return texts
+
+
+def raw_tokens_per_second(tokenizer_dir: Path, texts: list, batch_size: int = 1000) -> tuple:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer.model_max_length = 1 << 60
+    started = time.perf_counter()
+    tokens = 0
+    for start in range(0, len(texts), batch_size):
+        encoded = tokenizer(texts[start:start + batch_size], add_special_tokens=False, return_attention_mask=False)
+        tokens += sum(len(ids) for ids in encoded["input_ids"])
+    seconds = time.perf_counter() - started
+    return tokens, seconds
+
+
+def pipeline_run(tokenizer_dir: Path, inputs: Path, output: Path, num_proc: int, max_length: int) -> tuple:
+    command = [sys.executable, str(REPO / "prepare_pretrain_dataset.py"),
+               "--data_input_dirs", f"{inputs / 'cs'},{inputs / 'en'}", "--tokenizer_dir", str(tokenizer_dir),
+               "--data_output_dirs", str(output), "--max_length", str(max_length), "--num_proc", str(num_proc),
+               "--category_weights", "cs=0.75,en=0.25", "--overwrite"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    input_tokens = sum(entry["input_tokens"] for entry in manifest["categories"].values())
+    return input_tokens, seconds, max(peak_kib, before) / 1024
+
+
+def pipeline_in_process(tokenizer_dir: Path, inputs: Path, output: Path, num_proc: int, max_length: int) -> tuple:
+    import contextlib
+    import io
+
+    from colossal_lang.data.prepare_pretrain import main as prepare_main
+
+    argv = ["--data_input_dirs", f"{inputs / 'cs'},{inputs / 'en'}", "--tokenizer_dir", str(tokenizer_dir),
+            "--data_output_dirs", str(output), "--max_length", str(max_length), "--num_proc", str(num_proc),
+            "--category_weights", "cs=0.75,en=0.25", "--overwrite"]
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        manifest = prepare_main(argv)
+    seconds = time.perf_counter() - started
+    return sum(entry["input_tokens"] for entry in manifest["categories"].values()), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer_dir", default=str(DEFAULT_TOKENIZER))
+    parser.add_argument("--repeat", type=int, default=4, help="copies of the embedded corpus")
+    parser.add_argument("--max_length", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best time of each run is kept")
+    args = parser.parse_args()
+    if not Path(args.tokenizer_dir).is_dir():
+        from colossal_lang.model.import_smollm2 import import_smollm2
+
+        import_smollm2(DEFAULT_TOKENIZER)
+    work = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    try:
+        texts = build_corpus(work / "in", args.repeat)
+        size_mb = sum(len(text.encode()) for text in texts) / 1e6
+        tokenizer_dir = Path(args.tokenizer_dir)
+        # Rounds interleave the runs; the best of each is kept (the machine is shared, noise only adds time).
+        best = {}
+        for round_index in range(args.rounds):
+            raw_tokens, seconds = raw_tokens_per_second(tokenizer_dir, texts)
+            best["raw"] = min(best.get("raw", (0, 1e9)), (raw_tokens, seconds), key=lambda item: item[1])
+            for num_proc in (1, 2):
+                result = pipeline_in_process(tokenizer_dir, work / "in", work / f"in-process{num_proc}", num_proc, args.max_length)
+                key = f"in-process {num_proc}"
+                best[key] = min(best.get(key, (0, 1e9)), result, key=lambda item: item[1])
+        rows = [("raw fast-tokenizer batch encoding", *best["raw"], None)]
+        rows += [(f"prepare_pretrain, in process, --num_proc {n}", *best[f"in-process {n}"], None) for n in (1, 2)]
+        for num_proc in (1, 2):
+            tokens, seconds, peak_mib = pipeline_run(tokenizer_dir, work / "in", work / f"cli{num_proc}", num_proc, args.max_length)
+            rows.append((f"prepare_pretrain_dataset.py CLI (start-up included), --num_proc {num_proc}", tokens, seconds, peak_mib))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    raw_rate = best["raw"][0] / best["raw"][1]
+    print(f"corpus: {len(texts)} documents, {size_mb:.1f} MB of text; tokenizer {Path(args.tokenizer_dir).name}; "
+          f"max_length {args.max_length}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})")
+    print("| run | tokens | seconds | tokens/s | × raw | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, tokens, seconds, peak in rows:
+        rate = tokens / seconds
+        peak_text = "-" if peak is None else f"{peak:.0f}"
+        print(f"| {name} | {tokens:,} | {seconds:.2f} | {rate:,.0f} | {rate / raw_rate:.2f} | {peak_text} |")
+
+
+if __name__ == "__main__":
+    main()
