@@ -82,6 +82,16 @@ def grow_matrix(weight: torch.Tensor, vocab_map, new_rows: torch.Tensor, pad_row
     return grown
 
 
+def check_source_rows(model, source_tokenizer) -> None:
+    """The checkpoint must have a row for every token of its tokenizer, and head and embeddings the same rows."""
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    source_rows, source_vocab = embeddings.weight.shape[0], len(source_tokenizer)
+    if source_rows < source_vocab:
+        raise InputError(f"model has {source_rows} embedding rows but its tokenizer has {source_vocab} tokens")
+    if head is not None and head.weight.shape[0] != source_rows:
+        raise InputError(f"output head has {head.weight.shape[0]} rows but the input embeddings have {source_rows}")
+
+
 def expand_model(
     model,
     source_tokenizer,
@@ -102,17 +112,16 @@ def expand_model(
         raise InputError(f"unknown init method {init!r}; choose one of {', '.join(INIT_METHODS)}")
     if init == "align" and alignment is None:
         raise InputError("--init align needs the alignment map (token_alignment.json)")
+    check_source_rows(model, source_tokenizer)
     embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = head is None or head.weight is embeddings.weight
     source_rows, source_vocab = embeddings.weight.shape[0], len(source_tokenizer)
-    if source_rows < source_vocab:
-        raise InputError(f"model has {source_rows} embedding rows but its tokenizer has {source_vocab} tokens")
-    if not tied and head.weight.shape[0] != source_rows:
-        raise InputError(f"output head has {head.weight.shape[0]} rows but the input embeddings have {source_rows}")
 
     vocab_map = map_vocabularies(source_tokenizer, target_tokenizer, alignment if init == "align" else None)
-    if len(vocab_map.kept_source_ids) and int(vocab_map.kept_source_ids.max()) >= source_rows:
-        raise InputError(f"alignment copies source row {int(vocab_map.kept_source_ids.max())}; the model has {source_rows}")
+    out_of_range = (vocab_map.kept_source_ids < 0) | (vocab_map.kept_source_ids >= source_rows)
+    if out_of_range.any():
+        bad_row = int(vocab_map.kept_source_ids[out_of_range][0])
+        raise InputError(f"token_alignment.json copies source row {bad_row}; the model has rows 0..{source_rows - 1}")
     total_rows = round_up(vocab_map.target_size, pad_to_multiple_of)
     num_new = len(vocab_map.new_token_ids)
     pieces = None
@@ -199,15 +208,20 @@ def init_model(
 
     model, source_tokenizer = load_source(source_path, DTYPES.get(dtype))
     try:
+        check_source_rows(model, source_tokenizer)
+    except InputError as error:
+        raise InputError(error.problem, source_path) from None
+    try:
         report = expand_model(model, source_tokenizer, target_tokenizer, init, pad_to_multiple_of, alignment, seed, progress)
     except InputError as error:
-        if error.path is None:  # the problem lies in the pair of folders; name the target, the side that changed
+        if error.path is None:  # the source was checked above: what is left is about the target tokenizer
             raise InputError(error.problem, target_tokenizer_path) from None
         raise
 
     # Written beside the destination and renamed into place: an interrupted run leaves no half-written model.
     output_path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=output_path.name + ".partial-", dir=output_path.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the model folder is meant to be shared
     try:
         model.save_pretrained(staging)
         target_tokenizer.save_pretrained(staging)
