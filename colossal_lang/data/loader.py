@@ -164,6 +164,7 @@ class PackedCollator:
             "labels": labels,
             "position_ids": position_ids,
             "categories": [row["category"] for row in rows],
+            "indices": [row.get("index") for row in rows],  # dataset rows fed, for audits and resume checks
         }
         if self.attention == "doc_causal":
             out["attention_mask"] = doc_causal_mask(document_ids, self.mask_dtype)
@@ -182,6 +183,19 @@ def doc_causal_mask(document_ids: torch.Tensor, dtype: torch.dtype = torch.float
         return allowed
     mask = torch.zeros(allowed.shape, dtype=dtype)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+class IndexedRows(torch.utils.data.Dataset):
+    """A dataset view whose rows also carry their index, so each batch knows which rows it holds."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return dict(self.dataset[index], index=index)
 
 
 class ResumableSampler(Sampler):

@@ -44,7 +44,9 @@ def check_model_folder(model_path) -> Path:
     if not path.is_dir():
         raise InputError("expected a Hugging Face model folder, got a file", path)
     if not (path / "config.json").is_file():
-        raise InputError("not a Hugging Face model folder (no config.json); for a training checkpoint pass its final/ folder", path)
+        raise InputError(
+            "not a Hugging Face model folder (no config.json); for a training checkpoint pass its final/ folder", path
+        )
     return path
 
 

@@ -6,7 +6,10 @@ Two scorings:
   the question with `choice_separator` (default one space), given the question. The prediction is the
   choice with the highest summed log-likelihood (`accuracy`), and separately the highest
   log-likelihood per UTF-8 byte of the choice (`accuracy_norm`, which does not favour short choices and,
-  like bits per byte, does not depend on the tokenizer).
+  like bits per byte, does not depend on the tokenizer), and a third time after subtracting each
+  choice's log-likelihood without the question (`accuracy_calibrated`, pointwise mutual information as
+  lm-evaluation-harness's acc_mutual_info): this removes how likely the choice text is on its own,
+  which otherwise swamps what the question tells a weak model (`calibrate=False` skips it).
 * `letter` (MMLU style): the question, the choices as "A. ...", "B. ..." and "Answer:", scored by the
   logits of the answer letters (" A", " B", ...) at the next position.
 
@@ -26,6 +29,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from colossal_lang.cli import str2bool
 from colossal_lang.errors import InputError, run_cli
 from colossal_lang.evaluation.perplexity import document_prefix_ids, sequence_nlls
 
@@ -50,15 +54,18 @@ class MultipleChoiceResult:
     accuracy_stderr: float
     accuracy_norm: Optional[float]  # loglik only: choice log-likelihood per UTF-8 byte
     accuracy_norm_stderr: Optional[float]
+    accuracy_calibrated: Optional[float]  # loglik only: log p(choice | question) - log p(choice)
+    accuracy_calibrated_stderr: Optional[float]
     chance: float  # mean of 1 / number of choices
     predictions: List[int] = field(repr=False)
     predictions_norm: Optional[List[int]] = field(repr=False, default=None)
+    predictions_calibrated: Optional[List[int]] = field(repr=False, default=None)
     choice_scores: List[List[float]] = field(repr=False, default_factory=list)  # summed log-likelihoods or letter log-probs
 
     def as_dict(self, with_predictions: bool = False) -> dict:
         values = asdict(self)
         if not with_predictions:
-            for key in ("predictions", "predictions_norm", "choice_scores"):
+            for key in ("predictions", "predictions_norm", "predictions_calibrated", "choice_scores"):
                 values.pop(key)
         return values
 
@@ -112,9 +119,12 @@ def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda index: values[index])
 
 
-def _loglik_scores(model, tokenizer, items, prefix: str, choice_separator: str, batch_size: int, progress: bool):
+def _loglik_scores(model, tokenizer, items, prefix: str, choice_separator: str, batch_size: int, progress: bool,
+                   calibrate: bool):
+    """Summed log-likelihood of each choice given the question, and (calibrate) given only the document start."""
     start = document_prefix_ids(tokenizer)
     sequences, owners = [], []
+    unconditional = {}  # choice text -> index in `sequences`: a distractor often recurs across questions
     for item_index, item in enumerate(items):
         # Context and choice are tokenized apart (as lm-eval does): every choice is scored on the same
         # context tokens, whatever the tokenizer would merge across the boundary.
@@ -123,11 +133,19 @@ def _loglik_scores(model, tokenizer, items, prefix: str, choice_separator: str, 
             choice_ids = tokenizer(choice_separator + choice, add_special_tokens=False)["input_ids"]
             sequences.append((context_ids + choice_ids, len(context_ids)))
             owners.append(item_index)
+            if calibrate and choice not in unconditional:
+                unconditional[choice] = len(sequences)
+                sequences.append((start + choice_ids, len(start)))
+                owners.append(None)
     nlls = sequence_nlls(model, sequences, batch_size, progress, desc="choices")
     sums = [[] for _ in items]
     for owner, nll in zip(owners, nlls):
-        sums[owner].append(-nll)
-    return sums
+        if owner is not None:
+            sums[owner].append(-nll)
+    priors = None
+    if calibrate:
+        priors = [[-nlls[unconditional[choice]] for choice in item.choices] for item in items]
+    return sums, priors
 
 
 def letter_token_ids(tokenizer, count: int) -> List[int]:
@@ -149,14 +167,19 @@ def _letter_scores(model, tokenizer, items, prefix: str, batch_size: int, progre
         batch = items[batch_start : batch_start + batch_size]
         prompts = [start + tokenizer(prefix + letter_prompt(item), add_special_tokens=False)["input_ids"] for item in batch]
         longest = max(len(ids) for ids in prompts)
+        # Left padding puts every prompt's last token in the last column, so only that column's logits
+        # are computed (a vocabulary-wide row per prompt instead of one per token); positions are given
+        # explicitly so that padding does not shift them.
         input_ids = torch.zeros((len(batch), longest), dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for row, ids in enumerate(prompts):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            input_ids[row, longest - len(ids):] = torch.tensor(ids)
+            attention_mask[row, longest - len(ids):] = 1
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                       position_ids=position_ids.to(device), logits_to_keep=1).logits[:, -1]
         for row, (item, ids) in enumerate(zip(batch, prompts)):
-            log_probs = torch.log_softmax(logits[row, len(ids) - 1].float(), dim=-1)
+            log_probs = torch.log_softmax(logits[row].float(), dim=-1)
             letters = letter_token_ids(tokenizer, len(item.choices))
             scores.append([log_probs[token].item() for token in letters])
     return scores
@@ -171,6 +194,7 @@ def evaluate_multiple_choice(
     choice_separator: str = " ",
     batch_size: int = 8,
     progress: bool = True,
+    calibrate: bool = True,
 ) -> MultipleChoiceResult:
     """Accuracy of `model` on `items` (see the module docstring for the two methods)."""
     if method not in METHODS:
@@ -181,27 +205,36 @@ def evaluate_multiple_choice(
     if method == "letter" and max(len(item.choices) for item in items + list(fewshot_items)) > len(LETTERS):
         raise ValueError(f"letter scoring supports at most {len(LETTERS)} choices")
     prefix = fewshot_prefix(fewshot_items, method, choice_separator)
+    priors = None
     if method == "letter":
         scores = _letter_scores(model, tokenizer, items, prefix, batch_size, progress)
     else:
-        scores = _loglik_scores(model, tokenizer, items, prefix, choice_separator, batch_size, progress)
-    predictions = [_argmax(row) for row in scores]
-    correct = sum(prediction == item.answer for prediction, item in zip(predictions, items))
-    accuracy = correct / len(items)
-    accuracy_norm = stderr_norm = predictions_norm = None
+        scores, priors = _loglik_scores(model, tokenizer, items, prefix, choice_separator, batch_size, progress,
+                                        calibrate)
+    answers = [item.answer for item in items]
+    predictions, accuracy, stderr = _accuracy(scores, answers)
+    norm = calibrated = (None, None, None)
     if method == "loglik":
         per_byte = [[score / max(1, len(choice.encode("utf-8"))) for score, choice in zip(row, item.choices)]
                     for row, item in zip(scores, items)]
-        predictions_norm = [_argmax(row) for row in per_byte]
-        accuracy_norm = sum(p == item.answer for p, item in zip(predictions_norm, items)) / len(items)
-        stderr_norm = _standard_error(accuracy_norm, len(items))
+        norm = _accuracy(per_byte, answers)
+    if priors is not None:
+        calibrated = _accuracy([[s - p for s, p in zip(row, prior)] for row, prior in zip(scores, priors)], answers)
     return MultipleChoiceResult(
         method=method, num_questions=len(items), num_fewshot=len(fewshot_items),
-        accuracy=accuracy, accuracy_stderr=_standard_error(accuracy, len(items)),
-        accuracy_norm=accuracy_norm, accuracy_norm_stderr=stderr_norm,
+        accuracy=accuracy, accuracy_stderr=stderr,
+        accuracy_norm=norm[1], accuracy_norm_stderr=norm[2],
+        accuracy_calibrated=calibrated[1], accuracy_calibrated_stderr=calibrated[2],
         chance=sum(1 / len(item.choices) for item in items) / len(items),
-        predictions=predictions, predictions_norm=predictions_norm, choice_scores=scores,
+        predictions=predictions, predictions_norm=norm[0], predictions_calibrated=calibrated[0], choice_scores=scores,
     )
+
+
+def _accuracy(scores: List[List[float]], answers: List[int]):
+    """(predictions, accuracy, binomial standard error) of picking the highest score per question."""
+    predictions = [_argmax(row) for row in scores]
+    accuracy = sum(p == a for p, a in zip(predictions, answers)) / len(answers)
+    return predictions, accuracy, _standard_error(accuracy, len(answers))
 
 
 def format_result(name: str, result: MultipleChoiceResult) -> str:
@@ -209,6 +242,8 @@ def format_result(name: str, result: MultipleChoiceResult) -> str:
             f"accuracy {result.accuracy:.4f} ± {result.accuracy_stderr:.4f}")
     if result.accuracy_norm is not None:
         text += f", per-byte normalised {result.accuracy_norm:.4f} ± {result.accuracy_norm_stderr:.4f}"
+    if result.accuracy_calibrated is not None:
+        text += f", calibrated {result.accuracy_calibrated:.4f} ± {result.accuracy_calibrated_stderr:.4f}"
     return text + f" (chance {result.chance:.4f})"
 
 
@@ -221,8 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHODS, default="loglik",
                         help="loglik: likelihood of each full choice; letter: logits of the answer letter (MMLU style)")
     parser.add_argument("--fewshot_file", default=None, help="jsonl of solved examples put before each question")
-    parser.add_argument("--num_fewshot", type=int, default=None, help="how many examples (default: 5 with --fewshot_file, else 0)")
+    parser.add_argument("--num_fewshot", type=int, default=None,
+                        help="how many examples (default: 5 with --fewshot_file, else 0)")
     parser.add_argument("--choice_separator", default=" ", help="text between question and choice (loglik)")
+    parser.add_argument("--calibrate", type=str2bool, default=True,
+                        help="loglik: also report accuracy of log p(choice | question) - log p(choice) (default true)")
     parser.add_argument("--max_questions", type=int, default=None, help="evaluate only the first N questions of each file")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default=None)
@@ -262,7 +300,7 @@ def main(argv: Optional[list] = None) -> dict:
     fewshot_items = load_fewshot(args.fewshot_file, args.num_fewshot)
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.device, args.dtype, args.tokenizer_path)
     results = {path: evaluate_multiple_choice(model, tokenizer, items, args.method, fewshot_items, args.choice_separator,
-                                              args.batch_size, progress=not args.no_progress)
+                                              args.batch_size, progress=not args.no_progress, calibrate=args.calibrate)
                for path, items in question_sets.items()}
     report = {"model_path": str(args.model_path), "files": {path: r.as_dict() for path, r in results.items()}}
     if args.output_json == "-":

@@ -176,14 +176,16 @@ def bits_per_byte(
     )
 
 
-def read_documents(path, field: str = "target", max_documents: Optional[int] = None) -> List[str]:
-    """The `field` strings of a jsonl file, the first `max_documents` of them when given."""
+def read_documents(path, field: str = "target", max_documents: Optional[int] = None,
+                   max_characters: Optional[int] = None) -> List[str]:
+    """The `field` strings of a jsonl file: the first `max_documents` of them, each cut to its first
+    `max_characters` characters, when given (a cheap, predictable subset of long documents)."""
     from colossal_lang.data.jsonl import read_texts
 
     texts = list(itertools.islice(read_texts(path, field=field), max_documents))
     if not texts:
         raise InputError(f"no documents with a {field!r} field", path)
-    return texts
+    return [text[:max_characters] for text in texts] if max_characters else texts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,8 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", nargs="+", required=True, help="jsonl files or folders of them")
     parser.add_argument("--field", default="target", help="record field holding the text (default: target)")
     parser.add_argument("--max_documents", type=int, default=None, help="score only the first N documents of each file")
+    parser.add_argument("--max_characters", type=int, default=None,
+                        help="cut each document to its first N characters (bounds the cost of long documents)")
     parser.add_argument("--max_length", type=int, default=1024, help="window length in tokens")
-    parser.add_argument("--stride", type=int, default=512, help="window step; later tokens see >= max_length - stride context")
+    parser.add_argument("--stride", type=int, default=512,
+                        help="window step; tokens past the first window see >= max_length - stride context")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
@@ -232,10 +237,12 @@ def main(argv: Optional[list] = None) -> dict:
         _check_window(args.max_length, args.stride)
     except ValueError as error:
         raise InputError(str(error)) from None
-    if args.max_documents is not None and args.max_documents < 1:
-        raise InputError("--max_documents must be at least 1")
+    for flag in ("max_documents", "max_characters"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise InputError(f"--{flag} must be at least 1")
     files = list_jsonl_files(args.data)
-    documents = {str(path): read_documents(path, args.field, args.max_documents) for path in files}
+    documents = {str(path): read_documents(path, args.field, args.max_documents, args.max_characters)
+                 for path in files}
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.device, args.dtype, args.tokenizer_path)
     results = {
         name: bits_per_byte(model, tokenizer, texts, args.max_length, args.stride, args.batch_size,
@@ -245,6 +252,7 @@ def main(argv: Optional[list] = None) -> dict:
     report = {
         "model_path": str(args.model_path),
         "settings": {"max_length": args.max_length, "stride": args.stride, "max_documents": args.max_documents,
+                     "max_characters": args.max_characters,
                      "dtype": str(next(model.parameters()).dtype)},
         "files": {name: result.as_dict() for name, result in results.items()},
     }

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import shutil
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +27,7 @@ from colossal_lang.errors import InputError
 COMPLETE = "COMPLETE"
 RUNNING_STATES = "running_states.json"
 STAGING_PREFIX = ".staging-"
+UNSHARDED_OPTIMIZER = "optimizer.bin"
 TAG = re.compile(r"^epoch-(\d+)_step-(\d+)$")
 
 
@@ -92,7 +94,7 @@ def barrier() -> None:
 
 
 def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir, epoch: int, step: int,
-                    running_states: dict, keep_last: int = 0, fail_after_model: bool = False) -> Path:
+                    running_states: dict, keep_last: int = 0, fault: Optional[str] = None) -> Path:
     """Write a complete checkpoint for global step `step` and return its folder (every rank calls this)."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     tag = checkpoint_tag(epoch, step)
@@ -104,10 +106,18 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir
         (staging / "rng").mkdir(parents=True)
         (staging / "lr_scheduler").mkdir()
     barrier()
-    booster.save_model(model, str(staging / "modeling"), shard=True, use_safetensors=True)
-    if fail_after_model:  # fault tests: behave like a disk that filled up mid-save
+    booster.save_model(model, str(staging / "modeling"), shard=True)  # .bin shards: safetensors refuses tied weights
+    if fault == "disk_full":  # fault tests: a disk that fills up mid-save ...
         raise OSError(28, "No space left on device (simulated)")
-    booster.save_optimizer(optimizer, str(staging / "optimizer"), shard=True)
+    if fault == "kill" and rank == 0:  # ... or a SIGKILL mid-save
+        os.kill(os.getpid(), signal.SIGKILL)
+    if torch.cuda.is_available():
+        booster.save_optimizer(optimizer, str(staging / "optimizer"), shard=True)
+    else:
+        # Colossal-AI 0.5.0 cannot load *sharded* optimizer states on CPU (load_states_into_optimizer calls
+        # CpuAccelerator.synchronize, which raises), so on CPU the states go into one file inside optimizer/.
+        (staging / "optimizer").mkdir(exist_ok=True)
+        booster.save_optimizer(optimizer, str(staging / "optimizer" / UNSHARDED_OPTIMIZER), shard=False)
     booster.save_lr_scheduler(lr_scheduler, str(staging / "lr_scheduler" / "lr_scheduler.pt"))
     torch.save(rng_state(), staging / "rng" / f"rank-{rank}.pt")
     barrier()
@@ -154,7 +164,10 @@ def load_checkpoint(booster, model, optimizer, lr_scheduler, path: Path) -> dict
     """Restore model, optimizer, scheduler and this rank's RNG; return running_states (with 'rng_restored')."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     booster.load_model(model, str(path / "modeling"))
-    booster.load_optimizer(optimizer, str(path / "optimizer"))
+    optimizer_path = path / "optimizer"
+    if (optimizer_path / UNSHARDED_OPTIMIZER).is_file():
+        optimizer_path = optimizer_path / UNSHARDED_OPTIMIZER
+    booster.load_optimizer(optimizer, str(optimizer_path))
     scheduler_path = path / "lr_scheduler"
     if scheduler_path.is_dir():
         scheduler_path = scheduler_path / "lr_scheduler.pt"

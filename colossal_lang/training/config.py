@@ -95,11 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--spike_min_history", type=int, default=10, help="losses needed before spikes are judged")
     g.add_argument("--spike_rollback_after", type=int, default=3, help="spikes since the last checkpoint that trigger a rollback")
     g.add_argument("--spike_lr_factor", type=float, default=0.5, help="LR multiplier applied at each rollback")
-    g.add_argument("--inject_nan_at_step", type=int, default=None, help=argparse.SUPPRESS)  # fault tests
+    # Fault injection for tests (steps counted from 1, as logged): a NaN loss; a save failing like a full disk.
+    g.add_argument("--inject_nan_at_step", type=int, default=None, help=argparse.SUPPRESS)
+    g.add_argument("--inject_save_failure_at_step", type=int, default=None, help=argparse.SUPPRESS)
+    g.add_argument("--inject_kill_during_save_at_step", type=int, default=None, help=argparse.SUPPRESS)
 
     g = p.add_argument_group("logging")
     g.add_argument("--log_interval", type=int, default=1, help="tensorboard/console every N steps")
     g.add_argument("--loss_log", default=None, help="append one JSON line per step (step, loss, lr, ...) to this file (rank 0)")
+    g.add_argument("--log_samples", action="store_true", default=False,
+                   help="add the dataset row indices of every step (all ranks) to --loss_log")
     g.add_argument("--progress", type=str2bool, default=True, help="progress bar on rank 0")
     g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     return p
@@ -132,8 +137,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError("LoRA (--lora_rank) cannot be combined with the freeze modes")
     if args.kl_coef < 0:
         raise InputError("--kl_coef cannot be negative")
-    if args.betas is None:
-        args.betas = [0.9, 0.95] if args.optimizer == "adamw" else [0.9, 0.95]
+    if args.betas is None:  # 0.9/0.95 suits both: LLaMA's AdamW and BUT-FIT's LionW
+        args.betas = [0.9, 0.95]
     if args.tokenizer_dir is None:
         args.tokenizer_dir = args.pretrained
     for flag in ("pretrained", "tokenizer_dir"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -26,20 +27,41 @@ def log(message: str) -> None:
         print(message, flush=True)
 
 
+def single_process_defaults() -> None:
+    """`python train.py ...` without a launcher runs as one process."""
+    if "RANK" not in os.environ:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def injected_save_fault(args, step: int):
+    if args.inject_save_failure_at_step == step:
+        return "disk_full"
+    if args.inject_kill_during_save_at_step == step:
+        return "kill"
+    return None
+
+
 def train(args: argparse.Namespace) -> dict:
     import colossalai
     from colossalai.accelerator import get_accelerator
     from colossalai.booster import Booster
     from transformers import AutoConfig, AutoTokenizer, set_seed
 
-    # ---- launch and checks that need the world size and the model's shape, before any heavy work
-    colossalai.launch_from_torch(seed=args.seed, verbose=False)
+    # ---- checks that need only the world size and the model's shape, then launch
+    model_config = AutoConfig.from_pretrained(args.pretrained)
+    plugins.check_plugin(args, int(os.environ.get("WORLD_SIZE", "1")), model_config)
+    prepared = load_prepared_dataset(args.dataset)
+    if not dist.is_initialized():  # (tests run several single-process trainings in one interpreter)
+        single_process_defaults()
+        colossalai.launch_from_torch(seed=args.seed, verbose=False)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     is_master = rank == 0
     device = get_accelerator().get_current_device()
-    model_config = AutoConfig.from_pretrained(args.pretrained)
-    plugins.check_plugin(args, world_size, model_config)
-    prepared = load_prepared_dataset(args.dataset)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir)
     if is_master:
         checkpoint.clear_staging(args.save_dir)
@@ -99,6 +121,7 @@ def train(args: argparse.Namespace) -> dict:
         kl_categories=set(args.kl_categories) if args.kl_categories else None,
         original_vocab_size=parts.original_vocab_size, uses_model_loss=args.plugin == "3d", pipeline=pipeline,
         num_microbatches=max(1, args.batch_size // args.microbatch_size) if pipeline else 1,
+        vocab_rows=model_config.vocab_size,
     )
     writer = MetricsWriter(args.tensorboard_dir, args.loss_log, enabled=is_master)
     throughput = Throughput()
@@ -120,7 +143,8 @@ def train(args: argparse.Namespace) -> dict:
             "config": effective_config(args), "reason": reason,
         }
         path = checkpoint.save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, args.save_dir,
-                                          epoch, step, running_states, args.keep_last)
+                                          epoch, step, running_states, args.keep_last,
+                                          fault=injected_save_fault(args, step))
         guard.checkpoint_saved()
         saved_step = step
         log(f"saved checkpoint {path}")
@@ -147,9 +171,9 @@ def train(args: argparse.Namespace) -> dict:
                 epoch, consumed = epoch + 1, 0
                 break
             model.train()
-            stats = forward_backward(ctx, micro_batches, inject_nan=args.inject_nan_at_step == step)
+            stats = forward_backward(ctx, micro_batches, inject_nan=args.inject_nan_at_step == step + 1, log_samples=args.log_samples)
             grad_norm = clip_and_norm(ctx, args.grad_clip, plugins.plugin_clips_gradients(args))
-            verdict = guard.judge(step, stats["loss"], grad_norm if args.plugin == "ddp" else None)
+            verdict = guard.judge(step + 1, stats["loss"], grad_norm if args.plugin == "ddp" else None)
             if verdict == OK:
                 if parts.new_row_matrices:
                     adaptation.decay_new_rows(parts.new_row_matrices, parts.new_token_start, lr_scheduler.get_last_lr()[0], args.weight_decay)
@@ -158,7 +182,7 @@ def train(args: argparse.Namespace) -> dict:
                 if getattr(optimizer, "scaler", None) is not None:
                     optimizer.scaler.update()
                 writer.event(guard.events[-1])
-                log(f"step {step}: {verdict} (loss {stats['loss']}), batch skipped")
+                log(f"step {step + 1}: {verdict} (loss {stats['loss']}), batch skipped")
             optimizer.zero_grad()
             lr = lr_scheduler.get_last_lr()[0]
             lr_scheduler.step()
@@ -170,8 +194,9 @@ def train(args: argparse.Namespace) -> dict:
 
             tokens_per_s = throughput.tick(stats["tokens"])
             record = {"step": step, "epoch": epoch, "loss": stats["loss"], "lr": lr, "grad_norm": grad_norm,
-                      "tokens": stats["tokens"], "tokens_per_s": tokens_per_s, "skipped": verdict != OK, **memory_gib()}
-            record.update({k: v for k, v in stats.items() if k.startswith("loss/") or k == "kl"})
+                      "tokens": stats["tokens"], "tokens_per_s": tokens_per_s, "cpu_s": throughput.cpu_seconds,
+                      "skipped": verdict != OK, **memory_gib()}
+            record.update({k: v for k, v in stats.items() if k.startswith("loss/") or k in ("kl", "samples")})
             record.update({f"tokens_seen/{k}": v for k, v in tokens_seen.items()})
             if peak_flops:
                 seq = micro_batches[0]["input_ids"].shape[1]
@@ -179,11 +204,11 @@ def train(args: argparse.Namespace) -> dict:
             history.append(record)
             if step % args.log_interval == 0 or step == stop_at:
                 writer.scalars(step, {("train/" + k if "/" not in k else k): v for k, v in record.items()
-                                      if isinstance(v, (int, float)) and k not in ("step", "epoch", "skipped")})
+                                      if isinstance(v, (int, float)) and k not in ("step", "epoch", "skipped", "cpu_s")})
                 writer.event(record)
             if progress is not None:
+                progress.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}", refresh=False)
                 progress.update(1)
-                progress.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}")
 
             if guard.needs_rollback():
                 last_checkpoint = checkpoint.latest_checkpoint(args.save_dir) or last_checkpoint

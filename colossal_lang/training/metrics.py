@@ -60,14 +60,18 @@ def memory_gib() -> dict:
 
 
 class Throughput:
-    """Tokens per second between calls (wall clock, all data-parallel ranks together)."""
+    """Tokens per second between calls (wall clock, all data-parallel ranks together), and this process's CPU
+    seconds over the same span (on shared CPU machines, tokens per CPU second is the steadier measure)."""
 
     def __init__(self):
         self.last = time.perf_counter()
+        self.last_cpu = time.process_time()
+        self.cpu_seconds = 0.0
 
     def tick(self, tokens: int) -> float:
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.process_time()
         elapsed, self.last = now - self.last, now
+        self.cpu_seconds, self.last_cpu = now_cpu - self.last_cpu, now_cpu
         return tokens / elapsed if elapsed > 0 else 0.0
 
 

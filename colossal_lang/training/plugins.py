@@ -25,6 +25,8 @@ def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -
         raise InputError(f"--plugin {args.plugin} trains in fp16 or bf16; use --plugin ddp or 3d for fp32")
     if args.use_flash_attn and not flash_attn_available():
         raise InputError("--use_flash_attn needs the flash-attn package and a CUDA device")
+    if args.optimizer == "lionw" and args.plugin in ("gemini", "gemini_auto"):
+        raise InputError("Gemini accepts only Colossal-AI's Adam optimizers; use --optimizer adamw or another plugin for LionW")
     if args.lora_rank and args.plugin not in ("ddp", "zero2", "zero2_cpu", "3d"):
         raise InputError(f"LoRA through booster.enable_lora is not supported by --plugin {args.plugin}")
     if args.plugin in ("gemini", "gemini_auto") and (args.freeze_non_embeds_params or args.train_new_rows_only):
@@ -39,8 +41,10 @@ def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -
             raise InputError(f"--sp_mode {args.sp_mode} runs sequence parallelism over the TP group: set --sp equal to --tp")
         if args.pp > 1 and args.use_neft:
             raise InputError("--use_neft hooks the embedding output, which a pipeline stage may not hold; use --pp 1")
-        if args.pp > 1 and args.kl_coef > 0:
-            raise InputError("--kl_coef needs full logits on one stage; use --pp 1")
+        if args.kl_coef > 0:
+            raise InputError("--kl_coef needs the full logits on one rank, which --plugin 3d shards; use ddp or zero2")
+        if args.pp > 1 and args.accumulation_steps > 1:
+            raise InputError("under pipeline parallelism raise --batch_size (split into --microbatch_size) instead of --accumulation_steps")
         if args.pp > 1 and args.batch_size % args.microbatch_size:
             raise InputError("--batch_size must be a multiple of --microbatch_size under pipeline parallelism")
         if args.zero_stage == 2 and args.pp > 1:

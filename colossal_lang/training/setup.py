@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
-from colossal_lang.data.loader import PackedCollator, PreparedDataset, ResumableSampler
+from colossal_lang.data.loader import IndexedRows, PackedCollator, PreparedDataset, ResumableSampler
 from colossal_lang.errors import InputError
 from colossal_lang.training import adaptation
 
@@ -104,6 +104,7 @@ def build_loader(args, prepared: PreparedDataset, tokenizer, dp_size: int, dp_ra
     # A bool 4D mask suits SDPA under any compute dtype (autocast included).
     collator = PackedCollator(pad_id, collator_attention(args, prepared), mask_dtype=torch.bool,
                               pad_to_multiple_of=8 if torch.cuda.is_available() else 1)
-    loader = DataLoader(prepared.dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
-                        num_workers=args.num_workers, drop_last=True, pin_memory=torch.cuda.is_available())
+    loader = DataLoader(IndexedRows(prepared.dataset), batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
+                        num_workers=args.num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
+                        generator=torch.Generator().manual_seed(args.seed))  # keeps the global RNG stream for the model
     return loader, sampler

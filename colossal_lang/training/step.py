@@ -15,6 +15,7 @@ from typing import List, Optional
 import torch
 import torch.distributed as dist
 
+from colossal_lang.errors import InputError
 from colossal_lang.training.losses import kl_to_reference_sums, loss_token_count, token_loss_sums
 
 
@@ -35,23 +36,30 @@ class StepContext:
     uses_model_loss: bool = False  # 3d: shardformer computes a (vocab-parallel) loss from labels
     pipeline: bool = False
     num_microbatches: int = 1
+    vocab_rows: int = 0  # embedding rows: a token id at or above them means data and model do not match
 
 
 def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
-def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bool = False) -> dict:
+def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bool = False, log_samples: bool = False) -> dict:
     """Run forward and backward on every micro-batch; return global sums (identical on every rank)."""
     num_categories = len(ctx.categories)
     category_index = {name: i for i, name in enumerate(ctx.categories)}
     local_tokens = sum(int(loss_token_count(mb["labels"])) for mb in micro_batches)
-    # [loss tokens, input tokens] summed over the data-parallel group before any backward.
-    counts = torch.tensor([local_tokens, sum(mb["input_ids"].numel() for mb in micro_batches)], dtype=torch.float64)
+    largest_id = max(int(mb["input_ids"].max()) for mb in micro_batches)
+    out_of_vocabulary = float(bool(ctx.vocab_rows) and largest_id >= ctx.vocab_rows)
+    # [loss tokens, input tokens, ranks with out-of-vocabulary ids] summed over the data-parallel group first.
+    counts = torch.tensor([local_tokens, sum(mb["input_ids"].numel() for mb in micro_batches), out_of_vocabulary],
+                          dtype=torch.float64)
     if dist.is_initialized():
         counts = counts.to(ctx.device)
         dist.all_reduce(counts, group=ctx.dp_group)
         counts = counts.cpu()
+    if counts[2] > 0:  # every rank stops together
+        raise InputError(f"the data hold token ids at or above the model's {ctx.vocab_rows} embedding rows "
+                         f"(this rank's largest: {largest_id}): was the dataset tokenized for another tokenizer?")
     global_tokens = max(1.0, counts[0].item())
     scale = ctx.dp_size / global_tokens
 
@@ -104,6 +112,14 @@ def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bo
         dist.all_reduce(sums, group=ctx.dp_group)
         sums = sums.cpu()
     result = {"loss": (sums[0] / global_tokens).item(), "loss_tokens": int(counts[0]), "tokens": int(counts[1])}
+    if log_samples:
+        local = [i for mb in micro_batches for i in mb["indices"]]
+        gathered = [None] * (dist.get_world_size(ctx.dp_group) if dist.is_initialized() else 1)
+        if dist.is_initialized():
+            dist.all_gather_object(gathered, local, group=ctx.dp_group)
+        else:
+            gathered = [local]
+        result["samples"] = sorted(i for part in gathered for i in part)
     if ctx.reference is not None and ctx.kl_coef > 0:
         result["kl"] = (sums[1] / global_tokens).item()
     for i, name in enumerate(ctx.categories):

@@ -51,3 +51,9 @@ def uniform_model(smollm2_tokenizer):
     with torch.no_grad():
         model.lm_head.weight.zero_()
     return model
+
+
+@pytest.fixture()
+def preferring_model(smollm2_tokenizer):
+    """A factory: `preferring_model([token ids])` is a tiny model that always prefers those tokens."""
+    return lambda token_ids: prefer_tokens(tiny_llama(len(smollm2_tokenizer)), token_ids)

@@ -71,8 +71,9 @@ def test_sliding_window_equals_brute_force(tiny_model, smollm2_tokenizer, data_d
 
 def test_batching_and_window_do_not_change_short_documents(tiny_model, smollm2_tokenizer, data_dir):
     texts = short_texts(data_dir, count=5, chars=60)
-    one_by_one = bits_per_byte(tiny_model, smollm2_tokenizer, texts, max_length=512, stride=256, batch_size=1, progress=False)
-    batched = bits_per_byte(tiny_model, smollm2_tokenizer, texts, max_length=512, stride=256, batch_size=5, progress=False)
+    settings = dict(max_length=512, stride=256, progress=False)
+    one_by_one = bits_per_byte(tiny_model, smollm2_tokenizer, texts, batch_size=1, **settings)
+    batched = bits_per_byte(tiny_model, smollm2_tokenizer, texts, batch_size=5, **settings)
     assert batched.num_windows == one_by_one.num_windows == len(texts)
     assert batched.nll_nats == pytest.approx(one_by_one.nll_nats, rel=1e-5)
 
@@ -87,15 +88,16 @@ def test_document_start_context_per_tokenizer(smollm2_tokenizer, mistral_spm_pat
     assert document_prefix_ids(llama_tokenizer) == [llama_tokenizer.bos_token_id]
 
 
+@pytest.mark.slow
 def test_real_model_knows_english_better_than_czech(smollm2_dir, data_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    czech = read_documents(data_dir / "heldout" / "cs_libreoffice_help.jsonl", max_documents=3)
-    english = read_documents(data_dir / "heldout" / "en_libreoffice_help.jsonl", max_documents=3)
-    czech_result = bits_per_byte(model, tokenizer, [t[:600] for t in czech], max_length=256, stride=128, progress=False)
-    english_result = bits_per_byte(model, tokenizer, [t[:600] for t in english], max_length=256, stride=128, progress=False)
+    czech = read_documents(data_dir / "heldout" / "cs_libreoffice_help.jsonl", max_documents=2)
+    english = read_documents(data_dir / "heldout" / "en_libreoffice_help.jsonl", max_documents=2)
+    czech_result = bits_per_byte(model, tokenizer, [t[:400] for t in czech], max_length=256, stride=128, progress=False)
+    english_result = bits_per_byte(model, tokenizer, [t[:400] for t in english], max_length=256, stride=128, progress=False)
     assert 0.3 < english_result.bits_per_byte < czech_result.bits_per_byte < 8
     assert english_result.characters_per_token > czech_result.characters_per_token
 
@@ -113,14 +115,17 @@ def test_cli_reports_each_file_as_the_function_does(sliced_smollm2_dir, data_dir
     output = tmp_path / "bpb.json"
     files = [data_dir / "heldout" / "cs_fortunes.jsonl", data_dir / "heldout" / "en_libreoffice_help.jsonl"]
     main(["--model_path", str(sliced_smollm2_dir), "--data", *map(str, files), "--max_documents", "2",
-          "--max_length", "128", "--stride", "64", "--no_progress", "--output_json", str(output)])
+          "--max_characters", "300", "--max_length", "128", "--stride", "64", "--no_progress", "--output_json", str(output)])
     printed = capsys.readouterr().out
     report = json.loads(output.read_text())
     assert set(report["files"]) == {str(f) for f in files}
     model = AutoModelForCausalLM.from_pretrained(sliced_smollm2_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(sliced_smollm2_dir)
     for path in files:
-        expected = bits_per_byte(model, tokenizer, read_documents(path, max_documents=2), 128, 64, progress=False)
+        texts = [text[:300] for text in read_documents(path, max_documents=2)]
+        assert texts == read_documents(path, max_documents=2, max_characters=300)
+        expected = bits_per_byte(model, tokenizer, texts, 128, 64, progress=False)
+        assert report["files"][str(path)]["num_characters"] == sum(map(len, texts))
         assert report["files"][str(path)]["num_documents"] == 2
         assert report["files"][str(path)]["bits_per_byte"] == pytest.approx(expected.bits_per_byte, rel=1e-4)
         assert f"{expected.bits_per_byte:.4f}" in printed

@@ -39,7 +39,8 @@ def pack(token_lists: list[list[int]], max_length: int) -> list[tuple[list[int],
 
 
 def write_prepared_dataset(out_dir, tokenizer, texts_by_category: dict, max_length: int = 64,
-                           packing: str = "doc_causal", num_buckets: int = 1, mask_first_tokens: int = 0) -> Path:
+                           packing: str = "doc_causal", num_buckets: int = 1, mask_first_tokens: int = 0,
+                           one_document_per_row: bool = False) -> Path:
     """Tokenize, pack per category, and save as arrow parts + manifest.json. Rows are split over the buckets."""
     from datasets import Dataset
 
@@ -48,7 +49,10 @@ def write_prepared_dataset(out_dir, tokenizer, texts_by_category: dict, max_leng
     categories = {}
     for category, texts in texts_by_category.items():
         token_lists = [tokenizer(text)["input_ids"] + [tokenizer.eos_token_id] for text in texts]
-        rows = pack(token_lists, max_length)
+        if one_document_per_row:
+            rows = [(tokens[:max_length], [len(tokens[:max_length])]) for tokens in token_lists]
+        else:
+            rows = pack(token_lists, max_length)
         for input_ids, doc_lengths in rows:
             labels = list(input_ids)
             for i in range(min(mask_first_tokens, len(labels))):

@@ -1,0 +1,120 @@
+"""The training data loader: loading prepared folders, the collator's masks and positions, the sampler's resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from colossal_lang.data.loader import PackedCollator, ResumableSampler, doc_causal_mask, load_prepared_dataset
+from colossal_lang.errors import InputError
+
+
+def row(ids, labels=None, docs=None, category="cs"):
+    return {"input_ids": ids, "labels": labels if labels is not None else list(ids), "doc_lengths": docs or [len(ids)],
+            "category": category}
+
+
+def test_collator_pads_with_pad_id_and_ignored_labels_and_restarts_positions():
+    rows = [row([5, 6, 7, 8, 9], docs=[2, 3]), row([11, 12, 13], labels=[-100, 12, 13])]
+    batch = PackedCollator(pad_token_id=2, attention="causal")(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [11, 12, 13, 2, 2]]
+    assert batch["labels"].tolist() == [[5, 6, 7, 8, 9], [-100, 12, 13, -100, -100]]
+    assert batch["position_ids"].tolist() == [[0, 1, 0, 1, 2], [0, 1, 2, 0, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert batch["categories"] == ["cs", "cs"]
+
+
+def test_doc_causal_mask_keeps_attention_inside_each_document():
+    batch = PackedCollator(pad_token_id=0, attention="doc_causal", mask_dtype=torch.bool)([row([1, 2, 3, 4, 5], docs=[2, 3]),
+                                                                                         row([7, 8])])
+    allowed = batch["attention_mask"][0, 0]
+    expected = torch.tensor([[1, 0, 0, 0, 0],
+                             [1, 1, 0, 0, 0],
+                             [0, 0, 1, 0, 0],
+                             [0, 0, 1, 1, 0],
+                             [0, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(allowed, expected)
+    # Padding is a document of its own: no query row is fully masked (no NaN in softmax).
+    assert batch["attention_mask"][1, 0].any(dim=-1).all()
+    # The first token of the second document is not predicted from the first document.
+    assert batch["labels"][0].tolist() == [1, 2, -100, 4, 5]
+
+
+def test_additive_mask_matches_the_boolean_one():
+    documents = torch.tensor([[0, 0, 1, 1, 1]])
+    additive = doc_causal_mask(documents, torch.float32)
+    allowed = doc_causal_mask(documents, torch.bool)
+    assert torch.equal(additive == 0, allowed)
+    assert additive.min() == torch.finfo(torch.float32).min
+
+
+def test_doc_causal_attention_equals_separate_documents(tiny_model_dir):
+    """Two packed documents give the same logits as each document run alone (SDPA, 4D mask, position ids)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    first, second = [10, 11, 12, 13], [20, 21, 22]
+    batch = PackedCollator(pad_token_id=2, attention="doc_causal")([row(first + second, docs=[4, 3])])
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits[0]
+        alone = torch.cat([model(input_ids=torch.tensor([doc])).logits[0] for doc in (first, second)])
+    assert torch.allclose(packed, alone, atol=1e-5)
+
+
+def test_collator_position_ids_only_mode_has_no_mask():
+    batch = PackedCollator(pad_token_id=0, attention="position_ids_only")([row([1, 2, 3], docs=[1, 2]), row([4])])
+    assert "attention_mask" not in batch
+    assert batch["position_ids"].tolist() == [[0, 0, 1], [0, 0, 1]]
+
+
+def test_collator_rejects_inconsistent_rows():
+    with pytest.raises(ValueError, match="doc_lengths"):
+        PackedCollator(0)([row([1, 2, 3], docs=[1, 1])])
+
+
+def test_sampler_resumes_exactly_and_across_worker_counts():
+    size, seed = 53, 3
+    two = [ResumableSampler(size, 2, rank, seed, global_batch_size=8) for rank in range(2)]
+    full = [list(s) for s in two]
+    order = two[0].order(0)
+    # Global position p goes to rank p % 2; the epoch is cut to whole steps (48 of 53).
+    assert full[0] == order[0:48:2] and full[1] == order[1:48:2]
+    # Resume at 16 consumed samples with the same workers: the same continuation.
+    for rank, sampler in enumerate(two):
+        sampler.set_position(0, 16)
+        assert list(sampler) == full[rank][8:]
+    # Resume with 1 worker: it reads the remaining global positions, in order.
+    one = ResumableSampler(size, 1, 0, seed, global_batch_size=4)
+    one.set_position(0, 16)
+    assert list(one) == order[16:52]
+    # Next epoch: another permutation; a position past the end of an epoch starts the next one.
+    one.set_position(0, 52)
+    assert (one.epoch, one.start) == (1, 0) and list(one) != order[:52]
+    assert list(one) == ResumableSampler(size, 1, 0, seed, 4).order(1)[:52]
+
+
+def test_load_prepared_dataset_concatenates_buckets_and_checks_manifests(packed_dataset, tmp_path):
+    from datasets import load_from_disk
+
+    prepared = load_prepared_dataset([str(packed_dataset)])
+    parts = [load_from_disk(str(p)) for p in sorted((packed_dataset / "arrow").glob("part-*"))]
+    assert len(parts) == 2 and len(prepared.dataset) == sum(len(p) for p in parts)
+    assert prepared.dataset[len(parts[0])]["input_ids"] == parts[1][0]["input_ids"]  # bucket order kept
+    assert prepared.categories == ["cs", "en"] and prepared.packing == "doc_causal"
+    # A bare part folder works too.
+    assert len(load_prepared_dataset([str(packed_dataset / "arrow" / "part-00001")]).dataset) == len(parts[1])
+
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(packed_dataset, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["max_length"] = 128
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="max_length"):
+        load_prepared_dataset([str(packed_dataset), str(other)])
+    with pytest.raises(InputError, match="not a prepared dataset"):
+        load_prepared_dataset([str(tmp_path)])
