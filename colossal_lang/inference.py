@@ -3,8 +3,9 @@
 The command line (`inference_example.py`) keeps Colossal-LLaMA's flags (`--model_path --tokenizer_path
 --device --max_new_tokens --do_sample --temperature --top_k --top_p --input_txt --prompt_style`), with
 booleans that parse (`--do_sample false` is greedy; Colossal-LLaMA's `type=bool` made it True), plus
-`--dtype`, `--chat` and `--seed`. Without `--input_txt` it reads prompts from stdin, one a line, until EOF;
-each prompt is answered on its own (no conversation history).
+`--dtype`, `--chat` and `--seed`. `--input_txt` is the prompt, or, when it names an existing file, the
+file's non-blank lines are the prompts. Without `--input_txt` it reads prompts from stdin, one a line,
+until EOF. Each prompt is answered on its own (no conversation history).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional
 
 import torch
@@ -92,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top_p", type=float, default=defaults.top_p)
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling (reproducible samples)")
     parser.add_argument("--input_txt", default=None,
-                        help="the prompt text; without it, prompts are read from stdin one a line until EOF")
+                        help="the prompt text, or a file of prompts (one a line); without it, prompts are read "
+                             "from stdin one a line until EOF")
     parser.add_argument("--chat", type=str2bool, nargs="?", const=True, default=None,
                         help="wrap the prompt in the tokenizer's chat template (default: raw continuation)")
     parser.add_argument("--prompt_style", choices=("sft", "pretrained"), default=None,
@@ -132,7 +135,7 @@ def main(argv: Optional[list] = None) -> List[str]:
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.device, args.dtype, args.tokenizer_path)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     interactive = args.input_txt is None
-    prompts = [args.input_txt] if not interactive else _stdin_prompts()
+    prompts = _stdin_prompts() if interactive else _given_prompts(args.input_txt)
     replies = []
     for prompt in prompts:
         if args.seed is not None:
@@ -141,6 +144,17 @@ def main(argv: Optional[list] = None) -> List[str]:
             print(prompt, end="\n" if chat else "", flush=True)
         replies.append(generate(model, tokenizer, prompt, settings, chat=chat, streamer=streamer))
     return replies
+
+
+def _given_prompts(input_txt: str) -> List[str]:
+    """--input_txt is the prompt itself (Colossal-LLaMA) or, when it names a file, that file's lines."""
+    path = Path(input_txt)
+    if len(input_txt) < 4096 and "\n" not in input_txt and path.is_file():
+        prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise InputError("prompt file holds no non-blank line", path)
+        return prompts
+    return [input_txt]
 
 
 def _stdin_prompts():

@@ -90,6 +90,15 @@ def test_prompts_from_stdin_until_eof(sliced_smollm2_dir, monkeypatch, capsys):
     assert all(isinstance(reply, str) for reply in replies)
 
 
+def test_input_txt_naming_a_file_reads_its_lines(sliced_smollm2_dir, tmp_path):
+    prompts = tmp_path / "prompt.txt"
+    prompts.write_text("Praha je hlavní město\n\nThe capital of France is\n", encoding="utf-8")
+    argv = ["--model_path", str(sliced_smollm2_dir), "--max_new_tokens", "5", "--do_sample", "false"]
+    from_file = main(argv + ["--input_txt", str(prompts)])
+    assert from_file == [main(argv + ["--input_txt", "Praha je hlavní město"])[0],
+                         main(argv + ["--input_txt", "The capital of France is"])[0]]
+
+
 def test_bad_model_path_exits_2_with_one_line(tmp_path):
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "inference_example.py"), "--model_path", str(tmp_path / "nowhere"),

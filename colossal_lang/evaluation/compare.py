@@ -3,8 +3,9 @@
     python -m colossal_lang.evaluation.compare --model base=PATH --model adapted=PATH \
         --data data/heldout --mc data/eval/cs_translate_mc.jsonl --tensorboard_dir runs/tb --output_dir outputs/eval
 
-Writes `comparison.md` (the table), `comparison.json` (the same rows), `comparison.png` (bits per byte
-per file and multiple-choice accuracy per model) and, with `--tensorboard_dir`, `training_curves.png`.
+Writes `report.md` (the table, settings and the charts), `comparison.json` (the same rows),
+`comparison.png` (bits per byte per file and multiple-choice accuracy per model) and, with
+`--tensorboard_dir` or `--loss_log` (train.py's jsonl), `training_curves.png`.
 Per file the table gives bits per byte (lower is better, comparable across tokenizers) and the
 characters per token of each model's tokenizer (higher means fewer tokens for the same text).
 """
@@ -43,7 +44,7 @@ def compare_models(
     max_documents: Optional[int] = None,
     max_characters: Optional[int] = None,
     max_length: int = 1024,
-    stride: int = 512,
+    stride: Optional[int] = None,
     batch_size: int = 4,
     mc_method: str = "loglik",
     mc_fewshot_items: Sequence = (),
@@ -129,26 +130,30 @@ def plot_comparison(rows: List[dict], output_png) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    panels = [(BITS_PER_BYTE, "bits per byte (lower is better)"), (MC_ACCURACY, "multiple-choice accuracy")]
-    panels = [(metric, title) for metric, title in panels if any(row["metric"] == metric for row in rows)]
+    mc_metrics = (MC_ACCURACY, MC_ACCURACY_NORM, MC_ACCURACY_CALIBRATED)
+    panels = [((BITS_PER_BYTE,), "bits per byte (lower is better)"), (mc_metrics, "multiple-choice accuracy")]
+    panels = [(metrics, title) for metrics, title in panels if any(row["metric"] in metrics for row in rows)]
     names = list(dict.fromkeys(name for row in rows for name in row["values"]))
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for axis, (metric, title) in zip(axes[0], panels):
-        selected = [row for row in rows if row["metric"] == metric]
+    chance = {row["dataset"]: next(iter(row["values"].values())) for row in rows if row["metric"] == "MC chance"}
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False)
+    for axis, (metrics, title) in zip(axes[0], panels):
+        selected = [row for row in rows if row["metric"] in metrics]
         positions = np.arange(len(selected))
         width = 0.8 / len(names)
         for index, name in enumerate(names):
             values = [row["values"].get(name, np.nan) for row in selected]
             errors = [(row["stderr"] or {}).get(name, 0.0) for row in selected]
             axis.bar(positions + (index - (len(names) - 1) / 2) * width, values, width, label=name,
-                     yerr=errors if metric == MC_ACCURACY else None, capsize=3)
-        if metric == MC_ACCURACY:
-            chance = {row["dataset"]: next(iter(row["values"].values())) for row in rows if row["metric"] == "MC chance"}
+                     yerr=errors if metrics == mc_metrics else None, capsize=3)
+        labels = [row["dataset"] for row in selected]
+        if metrics == mc_metrics:
+            short = {MC_ACCURACY: "summed", MC_ACCURACY_NORM: "per byte", MC_ACCURACY_CALIBRATED: "calibrated"}
+            labels = [f"{row['dataset']}\n{short[row['metric']]}" for row in selected]
             for position, row in zip(positions, selected):
                 if row["dataset"] in chance:
                     axis.hlines(chance[row["dataset"]], position - 0.45, position + 0.45, colors="gray",
                                 linestyles="dashed", label="chance" if position == 0 else None)
-        axis.set_xticks(positions, [row["dataset"] for row in selected], rotation=20, ha="right")
+        axis.set_xticks(positions, labels, rotation=20, ha="right", fontsize="small")
         axis.set_title(title)
         axis.legend()
     figure.tight_layout()
@@ -179,14 +184,42 @@ def read_scalars(tensorboard_dir) -> Dict[str, Dict[str, List[tuple]]]:
     return runs
 
 
+def read_loss_log(loss_log) -> Dict[str, Dict[str, List[tuple]]]:
+    """train.py's `--loss_log` (one JSON object a step) in `read_scalars`'s layout, as one run "loss_log".
+
+    Numeric fields of step records become tags; event records (skips, rollbacks) are passed over.
+    """
+    from colossal_lang.data.jsonl import iter_jsonl
+
+    path = Path(loss_log)
+    if not path.is_file():
+        raise InputError("no such loss log", path)
+    scalars: Dict[str, List[tuple]] = {}
+    for _, record in iter_jsonl(path):
+        if record.get("event") or not isinstance(record.get("step"), int):
+            continue
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                scalars.setdefault(key, []).append((record["step"], float(value)))
+    if not scalars:
+        raise InputError("holds no step records with numeric values", path)
+    return {"loss_log": scalars}
+
+
 def plot_training_curves(tensorboard_dir, output_png) -> Dict[str, Dict[str, List[tuple]]]:
     """One panel per scalar tag (loss, learning rate, ...), one line per run; returns what was plotted."""
+    runs = read_scalars(tensorboard_dir)
+    plot_scalar_runs(runs, output_png)
+    return runs
+
+
+def plot_scalar_runs(runs: Dict[str, Dict[str, List[tuple]]], output_png) -> Path:
+    """Draw `read_scalars` / `read_loss_log` output: one panel per tag, one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = read_scalars(tensorboard_dir)
     tags = sorted({tag for scalars in runs.values() for tag in scalars})
     columns = min(3, len(tags))
     rows_count = math.ceil(len(tags) / columns)
@@ -205,7 +238,18 @@ def plot_training_curves(tensorboard_dir, output_png) -> Dict[str, Dict[str, Lis
     figure.tight_layout()
     figure.savefig(output_png, dpi=110)
     plt.close(figure)
-    return runs
+    return Path(output_png)
+
+
+def training_runs(tensorboard_dir=None, loss_log=None) -> Optional[Dict[str, Dict[str, List[tuple]]]]:
+    """Scalars from the tensorboard folder, else from the loss log (a folder without events falls back)."""
+    if tensorboard_dir:
+        try:
+            return read_scalars(tensorboard_dir)
+        except InputError:
+            if not loss_log:
+                raise
+    return read_loss_log(loss_log) if loss_log else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,11 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cut each document to its first N characters (long speeches cost minutes on CPU)")
     parser.add_argument("--max_questions", type=int, default=None, help="first N questions of each MC file")
     parser.add_argument("--max_length", type=int, default=1024)
-    parser.add_argument("--stride", type=int, default=512)
+    parser.add_argument("--stride", type=int, default=None, help="window step (default: max_length // 2)")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--tensorboard_dir", default=None, help="training log folder: its scalars are plotted")
+    parser.add_argument("--loss_log", default=None,
+                        help="train.py's --loss_log jsonl: plotted when there is no usable --tensorboard_dir")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--no_progress", action="store_true")
     return parser
@@ -249,8 +295,9 @@ def main(argv: Optional[list] = None) -> List[dict]:
     fewshot = load_fewshot(args.mc_fewshot_file, args.num_fewshot)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if args.tensorboard_dir:  # cheap, and a bad folder should fail before the slow part
-        plot_training_curves(args.tensorboard_dir, output_dir / "training_curves.png")
+    curves = training_runs(args.tensorboard_dir, args.loss_log)  # cheap: a bad log fails before the slow part
+    if curves:
+        plot_scalar_runs(curves, output_dir / "training_curves.png")
     rows = compare_models(
         models, data_files, mc_files, max_documents=args.max_documents, max_characters=args.max_characters,
         max_length=args.max_length, stride=args.stride, batch_size=args.batch_size, mc_method=args.mc_method,
@@ -258,17 +305,20 @@ def main(argv: Optional[list] = None) -> List[dict]:
         progress=not args.no_progress,
     )
     table = to_markdown(rows)
-    settings = (f"window {args.max_length} tokens, stride {args.stride}; documents per file: "
+    settings = (f"window {args.max_length} tokens, stride {args.stride or args.max_length // 2}; documents per file: "
                 f"{args.max_documents or 'all'}, characters per document: {args.max_characters or 'all'}; "
                 f"MC: {args.mc_method}, {len(fewshot)}-shot, questions: {args.max_questions or 'all'}")
-    (output_dir / "comparison.md").write_text(f"{table}\n\n{settings}\n", encoding="utf-8")
+    images = "![bits per byte and multiple-choice accuracy](comparison.png)\n"
+    if curves:
+        images += "\n![training curves](training_curves.png)\n"
+    report = f"# Evaluation: {', '.join(models)}\n\n{table}\n\n{settings}\n\n{images}"
+    (output_dir / "report.md").write_text(report, encoding="utf-8")
     (output_dir / "comparison.json").write_text(json.dumps({"models": models, "rows": rows}, indent=2,
                                                            ensure_ascii=False), encoding="utf-8")
     plot_comparison(rows, output_dir / "comparison.png")
     print(table)
     print(settings)
-    print(f"wrote {output_dir}/comparison.md, comparison.json, comparison.png"
-          + (", training_curves.png" if args.tensorboard_dir else ""))
+    print(f"wrote {output_dir}/report.md, comparison.json, comparison.png" + (", training_curves.png" if curves else ""))
     return rows
 
 

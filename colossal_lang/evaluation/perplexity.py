@@ -15,7 +15,8 @@ Conventions (the same for every tokenizer, so numbers line up):
   exactly once, in the first window that reaches it; every token past the first window is predicted
   from at least `max_length - stride` tokens of context (tokens in the first window see everything
   before them). `stride` must be smaller than `max_length`; `stride = max_length // 2` is the default
-  trade-off, smaller strides cost more forward passes for more context.
+  trade-off (the default when no stride is given); smaller strides cost more forward passes for more
+  context.
 """
 
 from __future__ import annotations
@@ -135,18 +136,19 @@ def bits_per_byte(
     tokenizer,
     texts: Iterable[str],
     max_length: int = 1024,
-    stride: int = 512,
+    stride: Optional[int] = None,
     batch_size: int = 4,
     progress: bool = True,
     desc: str = "bits/byte",
 ) -> PerplexityResult:
     """Score `texts` with `model` (eval mode, any device) and return bits per byte and token perplexity.
 
-    Windows of at most `max_length` tokens, moved by `stride`, batched `batch_size` at a time; the
-    document-start and window conventions are stated in the module docstring.
+    Windows of at most `max_length` tokens, moved by `stride` (default `max_length // 2`), batched
+    `batch_size` at a time; the document-start and window conventions are stated in the module docstring.
     """
     if isinstance(texts, str):
         raise TypeError("texts must be an iterable of strings, not one string")
+    stride = max_length // 2 if stride is None else stride
     _check_window(max_length, stride)
     texts = list(texts)
     prefix = document_prefix_ids(tokenizer)
@@ -201,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_characters", type=int, default=None,
                         help="cut each document to its first N characters (bounds the cost of long documents)")
     parser.add_argument("--max_length", type=int, default=1024, help="window length in tokens")
-    parser.add_argument("--stride", type=int, default=512,
-                        help="window step; tokens past the first window see >= max_length - stride context")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="window step (default max_length // 2); tokens past the first window see "
+                             ">= max_length - stride tokens of context")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
@@ -233,6 +236,8 @@ def main(argv: Optional[list] = None) -> dict:
     from colossal_lang.evaluation.loading import load_model_and_tokenizer
 
     args = parse_args_with_config(build_parser(), argv)
+    if args.stride is None:
+        args.stride = args.max_length // 2
     try:
         _check_window(args.max_length, args.stride)
     except ValueError as error:

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from colossal_lang.errors import InputError
-from colossal_lang.evaluation.compare import main, parse_model_spec, plot_training_curves, read_scalars, to_markdown
+from colossal_lang.evaluation.compare import (
+    main,
+    parse_model_spec,
+    plot_training_curves,
+    read_loss_log,
+    read_scalars,
+    to_markdown,
+    training_runs,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -40,6 +48,23 @@ def test_read_scalars_and_plot_training_curves(tmp_path):
         read_scalars(empty)
 
 
+def test_loss_log_is_read_and_used_when_tensorboard_has_no_events(tmp_path):
+    loss_log = tmp_path / "loss.jsonl"
+    loss_log.write_text("\n".join(json.dumps(record) for record in [
+        {"step": 1, "loss": 3.25, "lr": 1e-4, "tokens_per_s": 900.0},
+        {"step": 2, "event": "skip", "loss": 50.0},
+        {"step": 2, "loss": 3.0, "lr": 2e-4, "tokens_per_s": 950.0, "rows": [1, 2]},
+    ]) + "\n", encoding="utf-8")
+    runs = read_loss_log(loss_log)
+    assert runs["loss_log"]["loss"] == [(1, 3.25), (2, 3.0)]
+    assert set(runs["loss_log"]) == {"loss", "lr", "tokens_per_s"}
+    empty_tensorboard = tmp_path / "tb"
+    empty_tensorboard.mkdir()
+    assert training_runs(empty_tensorboard, loss_log) == runs
+    with pytest.raises(InputError, match="no tensorboard event files"):
+        training_runs(empty_tensorboard, None)
+
+
 @pytest.mark.slow
 def test_compare_full_and_sliced_smollm2(smollm2_dir, sliced_smollm2_dir, data_dir, tmp_path):
     logs = tmp_path / "tb"
@@ -62,9 +87,10 @@ def test_compare_full_and_sliced_smollm2(smollm2_dir, sliced_smollm2_dir, data_d
     accuracy = by_key[("MC accuracy", "cs_translate_mc")]
     assert set(accuracy["stderr"]) == {"sliced", "full"}
     assert all(value in (0, 0.5, 1) for value in accuracy["values"].values())
-    table = (output / "comparison.md").read_text()
-    assert table.startswith("| metric | data | sliced | full | full − sliced |")
-    assert f"{english['full']:.4f}" in table
+    report = (output / "report.md").read_text()
+    assert "\n| metric | data | sliced | full | full − sliced |\n" in report
+    assert "![training curves](training_curves.png)" in report
+    assert f"{english['full']:.4f}" in report
     assert json.loads((output / "comparison.json").read_text())["rows"] == json.loads(json.dumps(rows))
     for png in ("comparison.png", "training_curves.png"):
         assert (output / png).read_bytes().startswith(PNG_SIGNATURE)

@@ -31,6 +31,8 @@ def test_uniform_model_matches_closed_form(uniform_model, smollm2_tokenizer, dat
     assert result.bits_per_byte == pytest.approx(token_count * math.log2(vocab) / byte_count, rel=1e-5)
     assert result.token_perplexity == pytest.approx(vocab, rel=1e-4)
     assert result.num_documents == len(texts)
+    default_stride = bits_per_byte(uniform_model, smollm2_tokenizer, texts[:1], max_length=16, progress=False)
+    assert default_stride.stride == 8  # max_length // 2 when no stride is given
 
 
 def brute_force_nll(model, sequence, first_target, max_length, stride):
