@@ -197,8 +197,8 @@ def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merg
             if merge_lora:
                 module = module.merge_and_unload()
             module.save_pretrained(staging, safe_serialization=True)
-    else:  # sharded plugins gather through the booster; the config is written beside the weights
-        booster.save_model(model, str(staging), shard=True, use_safetensors=True)
+    else:  # sharded plugins gather through the booster (.bin shards: safetensors refuses tied weights)
+        booster.save_model(model, str(staging), shard=True)
         if rank == 0:
             model.unwrap().config.save_pretrained(staging)
     barrier()

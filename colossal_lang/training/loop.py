@@ -12,6 +12,7 @@ from functools import partial
 import torch
 import torch.distributed as dist
 
+from colossal_lang.data.arrow_output import tokenizer_hash
 from colossal_lang.data.loader import load_prepared_dataset
 from colossal_lang.training import adaptation, checkpoint, plugins
 from colossal_lang.training.config import effective_config, write_config_file
@@ -63,6 +64,10 @@ def train(args: argparse.Namespace) -> dict:
     is_master = rank == 0
     device = get_accelerator().get_current_device()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir)
+    if prepared.tokenizer_hash and prepared.tokenizer_hash != tokenizer_hash(args.tokenizer_dir):
+        # A warning, not an error: re-saving an identical tokenizer can change its files' bytes. Token ids
+        # beyond the embeddings are refused at the first step.
+        log(f"warning: the dataset was tokenized with another tokenizer than {args.tokenizer_dir} (manifest hash differs)")
     if is_master:
         checkpoint.clear_staging(args.save_dir)
         if args.config_file:

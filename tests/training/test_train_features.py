@@ -40,7 +40,11 @@ def runs(uninterrupted, tiny_model_dir, small_vocabulary_model, packed_dataset, 
         "nan_and_kl": base_args(model, data, root / "nan_and_kl", max_steps=4, kl_coef=1.0, inject_nan_at_step=2,
                                 use_neft=False, save_interval=0),
         "rollback": base_args(model, data, root / "rollback", max_steps=6, spike_factor=0.5, spike_min_history=2,
-                              spike_rollback_after=2, spike_lr_factor=0.5, lr_schedule="constant", warmup_steps=0),
+                              spike_rollback_after=2, spike_lr_factor=0.5, lr_schedule="constant", warmup_steps=0,
+                              keep_last=2),
+        "bf16_lionw_wsd": base_args(model, data, root / "bf16_lionw_wsd", max_steps=5, mixed_precision="bf16",
+                                    optimizer="lionw", lr=1e-2, weight_decay=0.0, lr_schedule="wsd", decay_ratio=0.4,
+                                    warmup_steps=1, min_lr_ratio=0.1, save_interval=0),
         "lora": base_args(model, data, root / "lora", max_steps=2, lora_rank=4, use_neft=False),
     }
     result = run_many(list(plan.values()))
@@ -123,6 +127,22 @@ def test_repeated_spikes_roll_back_and_lower_the_lr(runs):
     records = {r["step"]: r for r in step_records(runs["rollback"] / "log.jsonl")}
     assert records[4]["lr"] == pytest.approx(1e-2)
     assert records[5]["lr"] == pytest.approx(0.5e-2)
+    # --keep_last 2: only the two newest complete checkpoints remain.
+    assert sorted(p.name for p in runs["rollback"].glob("epoch-*")) == ["epoch-0_step-4", "epoch-0_step-6"]
+
+
+def test_bf16_autocast_with_lionw_and_the_wsd_schedule(runs, tiny_model_dir):
+    """CPU bf16 (fp32 master weights + autocast), LionW, warm-up-stable-decay: LRs per step as scheduled."""
+    records = step_records(runs["bf16_lionw_wsd"] / "log.jsonl")
+    assert [r["lr"] for r in records] == pytest.approx([1e-2, 1e-2, 1e-2, 0.55e-2, 0.1e-2])
+    assert all(r["loss"] == r["loss"] and not r["skipped"] for r in records)
+    before, after = state(tiny_model_dir), state(runs["bf16_lionw_wsd"] / "final")
+    # Lion moves every weight with a non-zero momentum by exactly ±lr per step (no weight decay here):
+    # after 5 steps the largest move of a dense matrix is the sum of the LRs.
+    moved = (after["model.layers.0.mlp.down_proj.weight"] - before["model.layers.0.mlp.down_proj.weight"]).abs().max()
+    assert moved.item() == pytest.approx(sum(r["lr"] for r in records), rel=1e-4)
+    final = runs["bf16_lionw_wsd"] / "final" / "config.json"
+    assert json.loads(final.read_text())["torch_dtype"] == "float32"  # master weights stay fp32
 
 
 def test_lora_trains_adapters_and_merges_into_the_final_model(runs, tiny_model_dir):
@@ -143,7 +163,7 @@ def test_tensorboard_scalars_and_effective_config(runs):
     events = EventAccumulator(str(runs["root"] / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "loss/cs", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/tokens",
+    for tag in ("train/loss", "loss/en", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/tokens",
                 "tokens_seen/cs", "memory/peak_rss_gib"):
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
