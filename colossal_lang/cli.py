@@ -30,7 +30,10 @@ def load_config_file(path: str) -> dict:
     config_path = Path(path)
     if not config_path.is_file():
         raise InputError("config file not found", path)
-    text = config_path.read_text(encoding="utf-8")
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"invalid UTF-8 at byte {error.start}", path) from None
     try:
         if config_path.suffix in (".yaml", ".yml"):
             import yaml
@@ -38,8 +41,13 @@ def load_config_file(path: str) -> dict:
             values = yaml.safe_load(text)
         else:
             values = json.loads(text)
-    except Exception as error:  # yaml and json raise different types; both are input errors here
-        raise InputError(f"cannot parse config: {error}", path) from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"cannot parse config: {error.msg} at column {error.colno}", path, error.lineno) from None
+    except Exception as error:  # yaml's errors carry a mark (0-based line) and a multi-line text
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(f"cannot parse config: {' '.join(str(problem).split())}", path, line) from None
     if values is None:
         return {}
     if not isinstance(values, dict):

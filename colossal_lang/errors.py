@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Callable, Optional
 
@@ -31,5 +32,6 @@ def run_cli(main: Callable[[Optional[list]], object], argv: Optional[list] = Non
     try:
         main(argv)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # One line, whatever the message holds: scripts and log scrapers read the first line only.
+        print("error: " + re.sub(r"\s*[\r\n]+\s*", " ", str(error).strip()), file=sys.stderr)
         sys.exit(2)

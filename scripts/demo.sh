@@ -21,7 +21,9 @@ ACCUMULATION_STEPS=${ACCUMULATION_STEPS:-1}
 MAX_LENGTH=${MAX_LENGTH:-256}
 LR=${LR:-5e-4}
 VOCAB_SIZE=${VOCAB_SIZE:-16000}
-EVAL_DOCS=${EVAL_DOCS:-30}
+EVAL_DOCS=${EVAL_DOCS:-20}
+EVAL_CHARS=${EVAL_CHARS:-1000}
+EVAL_QUESTIONS=${EVAL_QUESTIONS:-50}
 MASTER_PORT=${MASTER_PORT:-29517}
 
 BASE=.cache/models/SmolLM2-135M-Instruct
@@ -66,7 +68,8 @@ cp -r "$OUT/checkpoints/final" "$OUT/model_adapted"
 step "5. Evaluate base vs initialised vs adapted on held-out Czech and English"
 python -m colossal_lang.evaluation.compare --model base="$BASE" --model initialised="$OUT/model_init" \
     --model adapted="$OUT/model_adapted" --data $CZECH_HELDOUT $ENGLISH_HELDOUT \
-    --max_documents "$EVAL_DOCS" --max_length "$MAX_LENGTH" --tensorboard_dir "$OUT/tensorboard" \
+    --max_documents "$EVAL_DOCS" --max_characters "$EVAL_CHARS" --max_length "$MAX_LENGTH" \
+    --mc data/eval/cs_translate_mc.jsonl --max_questions "$EVAL_QUESTIONS" --tensorboard_dir "$OUT/tensorboard" \
     --loss_log "$OUT/loss.jsonl" --output_dir "$OUT/report"
 
 step "6. Generate a Czech continuation with the adapted model"

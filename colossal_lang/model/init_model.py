@@ -16,8 +16,6 @@ no bias term (Llama has none).
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,8 @@ from colossal_lang.model.new_token_rows import (
     mean_of_rows,
     pieces_of_new_tokens,
 )
+from colossal_lang.tokenizer.hf_folder import check_output_folder, staged_folder
+from colossal_lang.tokenizer.load import first_line, load_hf_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -166,15 +166,17 @@ def expand_model(
 
 
 def load_source(source_path: Path, dtype: Optional[torch.dtype]):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if not (source_path / "config.json").is_file():
         raise InputError("not a Hugging Face model folder (no config.json)", source_path)
+    tokenizer = load_hf_tokenizer(source_path, "source tokenizer")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source_path)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot load the source tokenizer: {error}", source_path) from None
-    model = AutoModelForCausalLM.from_pretrained(source_path, torch_dtype=dtype or "auto", low_cpu_mem_usage=True)
+        model = AutoModelForCausalLM.from_pretrained(source_path, torch_dtype=dtype or "auto", low_cpu_mem_usage=True)
+    except MemoryError:
+        raise
+    except Exception as error:  # missing or truncated weights, a bad config.json, an unknown architecture
+        raise InputError(f"cannot load the source model: {type(error).__name__}: {first_line(error)}", source_path) from None
     return model.eval(), tokenizer
 
 
@@ -189,8 +191,6 @@ def init_model(
     progress: bool = True,
 ) -> ExpansionReport:
     """Load the source, expand it to the target tokenizer and save model + tokenizer to `target_model_path`."""
-    from transformers import AutoTokenizer
-
     source_path, target_tokenizer_path, output_path = map(Path, (source_model_and_tokenizer_path, target_tokenizer_path, target_model_path))
     if not source_path.is_dir():
         raise InputError("source model folder not found", source_path)
@@ -198,12 +198,10 @@ def init_model(
         raise InputError("target tokenizer folder not found", target_tokenizer_path)
     if output_path.resolve() in (source_path.resolve(), target_tokenizer_path.resolve()):
         raise InputError("the output folder must differ from the source model and target tokenizer folders", output_path)
+    check_output_folder(output_path)
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    try:
-        target_tokenizer = AutoTokenizer.from_pretrained(target_tokenizer_path)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot load the target tokenizer: {error}", target_tokenizer_path) from None
+    target_tokenizer = load_hf_tokenizer(target_tokenizer_path, "target tokenizer")
     alignment = load_alignment(target_tokenizer_path) if init == "align" else None
 
     model, source_tokenizer = load_source(source_path, DTYPES.get(dtype))
@@ -219,18 +217,9 @@ def init_model(
         raise
 
     # Written beside the destination and renamed into place: an interrupted run leaves no half-written model.
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=output_path.name + ".partial-", dir=output_path.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the model folder is meant to be shared
-    try:
+    with staged_folder(output_path) as staging:
         model.save_pretrained(staging)
         target_tokenizer.save_pretrained(staging)
-        if output_path.exists():
-            shutil.rmtree(output_path)
-        staging.rename(output_path)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return report
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from colossal_lang.data.jsonl import list_jsonl_files, read_texts
 from colossal_lang.errors import InputError
@@ -22,6 +22,21 @@ def _split_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[str]:
     return [str(item) for item in inputs]
 
 
+def read_text_lines(path: Path) -> Iterator[Tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, without line ends; a byte-order mark and CRLF are accepted.
+
+    Invalid UTF-8 raises InputError naming the file and line.
+    """
+    with Path(path).open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield line_number, raw.rstrip(b"\r\n").decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InputError(f"invalid UTF-8 at byte {error.start}", path, line_number) from None
+
+
 def load_texts(
     inputs: Union[PathLike, Iterable[PathLike]],
     categories: Optional[Sequence[str]] = None,
@@ -33,8 +48,7 @@ def load_texts(
     for item in _split_inputs(inputs):
         path = Path(item)
         if path.is_file() and path.suffix == ".txt":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            texts.extend(line for line in lines if line.strip())
+            texts.extend(line for _, line in read_text_lines(path) if line.strip())
         else:
             jsonl_inputs.append(item)
     if jsonl_inputs:

@@ -1,15 +1,97 @@
-"""Writing complete Hugging Face tokenizer folders for expanded tokenizers.
+"""Writing complete Hugging Face tokenizer folders for expanded tokenizers, and writing any folder atomically.
 
 The base's tokenizer_config.json and special_tokens_map.json are carried over (special tokens, their
 ids and the chat template do not change); the model files are rewritten.
+
+`staged_folder` is how the tokenizer and model commands write their output: into a hidden sibling
+(`.<name>.partial-<pid>`), renamed into place only once every file is written and synced, so a run killed
+part way never leaves an output folder that looks complete, and a rerun starts clean.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
+
+from colossal_lang.errors import InputError
+
+# A folder holding any of these is a model or tokenizer folder that a new run may replace.
+HF_FOLDER_MARKERS = ("config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
+
+
+def check_output_folder(output_dir: Path) -> None:
+    """InputError unless `output_dir` is absent, empty, or a model/tokenizer folder (which is then replaced).
+
+    Refusing any other folder keeps a mistyped path (a home folder, a data folder) from being deleted.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError("output path is a file, not a folder", output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        if not any((output_dir / name).is_file() for name in HF_FOLDER_MARKERS):
+            raise InputError("output folder already holds other files (not a model or tokenizer folder); "
+                             "choose a new folder or empty it", output_dir)
+
+
+@contextmanager
+def staged_folder(output_dir: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside `output_dir`; on success it replaces `output_dir` in one rename.
+
+    On an exception the staging folder is removed and `output_dir` is left as it was. A run killed with
+    SIGKILL leaves only the hidden staging folder, which the next run removes.
+    """
+    output_dir = Path(output_dir)
+    check_output_folder(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_siblings(output_dir)
+    staging = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        _fsync_tree(staging)
+        if output_dir.exists():
+            trash = output_dir.parent / f".{output_dir.name}.replaced-{os.getpid()}"
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(output_dir, trash)
+            os.replace(staging, output_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _remove_stale_siblings(output_dir: Path) -> None:
+    """Remove staging (and replaced) folders that killed runs left behind; a live run's are kept."""
+    for kind in ("partial", "replaced"):
+        for stale in output_dir.parent.glob(f".{output_dir.name}.{kind}-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+                continue
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
 
 CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 

@@ -22,8 +22,10 @@ from colossal_lang.tokenizer import expand_byte_level as byte_level
 from colossal_lang.tokenizer import expand_sentencepiece as sentencepiece
 from colossal_lang.tokenizer.corpus import load_texts
 from colossal_lang.tokenizer.expansion import ExpansionPlan, protect
-from colossal_lang.tokenizer.hf_folder import save_byte_level_folder, save_sentencepiece_folder
-from colossal_lang.tokenizer.load import find_sentencepiece_model, load_base_tokenizer_json, tokenizer_family
+from colossal_lang.tokenizer.hf_folder import (check_output_folder, save_byte_level_folder, save_sentencepiece_folder,
+                                               staged_folder)
+from colossal_lang.tokenizer.load import (find_sentencepiece_model, load_base_tokenizer_json, read_sentencepiece_model,
+                                          tokenizer_family)
 from colossal_lang.tokenizer.surface import (SPM_SPACE, byte_level_to_bytes, bytes_to_byte_level,
                                              has_target_script_letter, spm_piece_to_bytes)
 
@@ -46,7 +48,7 @@ def pieces_as_bytes_from_tokenizer(folder: Path) -> List[bytes]:
     """The trained tokenizer's non-special pieces, in id order, as the bytes they stand for."""
     family = tokenizer_family(folder)
     if family == "spm":
-        proto = sentencepiece.load_model_proto(find_sentencepiece_model(folder).read_bytes())
+        proto = read_sentencepiece_model(find_sentencepiece_model(folder))
         return [spm_piece_to_bytes(piece) for piece in sentencepiece.pieces_from_model_proto(proto)]
     config = load_base_tokenizer_json(folder)
     return [byte_level_to_bytes(token) for token in byte_level.pieces_from_tokenizer_json(config)]
@@ -90,7 +92,7 @@ def expand(source_dir: Path, pieces_bytes: List[bytes], reference_texts: Optiona
             byte_level.build_tokenizer(byte_level.apply_byte_level_plan(base, plan)), plan, reference_texts)
         apply = byte_level.apply_byte_level_plan
     else:
-        base = sentencepiece.load_model_proto(find_sentencepiece_model(source_dir).read_bytes())
+        base = read_sentencepiece_model(find_sentencepiece_model(source_dir))
         plan_for = lambda blocked: sentencepiece.plan_sentencepiece_expansion(base, pieces, blocked)  # noqa: E731
         fired = lambda plan: sentencepiece.fired_new_pieces(base, plan, reference_texts)  # noqa: E731
         apply = sentencepiece.apply_sentencepiece_plan
@@ -133,14 +135,19 @@ def main(argv: Optional[List[str]] = None):
     started = time.time()
     source_dir, output_dir = Path(args.source_tokenizer_dir), Path(args.target_tokenizer_dir)
     source_family = tokenizer_family(source_dir)
+    inputs = [source_dir] + ([Path(args.expand_from_tokenizer)] if args.expand_from_tokenizer else [])
+    if output_dir.resolve() in {path.resolve() for path in inputs}:
+        raise InputError("the output folder must differ from the source and trained tokenizer folders", output_dir)
+    check_output_folder(output_dir)
     if args.swap:
         from colossal_lang.tokenizer.swap import swap_vocabulary
 
         if not args.expand_from_tokenizer:
             raise InputError("--swap needs --expand_from_tokenizer (the tokenizer to swap in)")
-        counts = swap_vocabulary(source_dir, Path(args.expand_from_tokenizer), output_dir, source_family,
-                                 tokenizer_family(args.expand_from_tokenizer),
-                                 Path(args.bilingual_dictionary) if args.bilingual_dictionary else None)
+        with staged_folder(output_dir) as staging:
+            counts = swap_vocabulary(source_dir, Path(args.expand_from_tokenizer), staging, source_family,
+                                     tokenizer_family(args.expand_from_tokenizer),
+                                     Path(args.bilingual_dictionary) if args.bilingual_dictionary else None)
         print(f"swapped in {counts['target_vocab']} tokens: {counts['exact_matches']} matched by surface form, "
               f"{counts['dictionary_matches']} by the dictionary, {counts['unmatched']} new; "
               f"wrote {output_dir}/token_alignment.json in {time.time() - started:.1f}s")
@@ -152,24 +159,25 @@ def main(argv: Optional[List[str]] = None):
     else:
         pieces_bytes = pieces_as_bytes_from_tokenizer(Path(args.expand_from_tokenizer))
     reference = None if args.no_protect else load_texts(args.reference_text)
+    eval_texts = load_texts(args.eval_text) if args.eval_text else None  # read before any output is written
     family, base, plan, expanded = expand(source_dir, pieces_bytes, reference,
                                           args.target_script_only, args.target_script)
     base_dir = source_dir if source_dir.is_dir() else None
-    if family == "byte_level":
-        save_byte_level_folder(expanded, base_dir, output_dir)
-    else:
-        save_sentencepiece_folder(expanded.SerializeToString(), base_dir, output_dir)
+    with staged_folder(output_dir) as staging:
+        if family == "byte_level":
+            save_byte_level_folder(expanded, base_dir, staging)
+        else:
+            save_sentencepiece_folder(expanded.SerializeToString(), base_dir, staging)
     print(plan.summary())
-    if args.eval_text:
-        report_compression(args, source_dir, pieces_bytes, family, base, expanded, plan)
+    if eval_texts:
+        report_compression(args, eval_texts, source_dir, pieces_bytes, family, base, expanded, plan)
     print(f"wrote {output_dir} ({plan.first_new_id} -> {plan.first_new_id + len(plan.new_tokens)} tokens) "
           f"in {time.time() - started:.1f}s")
     return plan
 
 
-def report_compression(args, source_dir, pieces_bytes, family, base, expanded, plan) -> None:
+def report_compression(args, texts, source_dir, pieces_bytes, family, base, expanded, plan) -> None:
     """Characters per token on --eval_text: base, this expansion and (when protected) the unprotected one."""
-    texts = load_texts(args.eval_text)
     base_cpt = chars_per_token(_encoder(family, base), texts)
     this_cpt = chars_per_token(_encoder(family, expanded), texts)
     line = f"chars/token on {args.eval_text}: base {base_cpt:.3f}, expanded {this_cpt:.3f} ({this_cpt / base_cpt:.2f}x)"

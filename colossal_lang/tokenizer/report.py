@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from colossal_lang.cli import parse_args_with_config
-from colossal_lang.errors import run_cli
+from colossal_lang.errors import InputError, run_cli
 from colossal_lang.tokenizer.corpus import load_texts
 from colossal_lang.tokenizer.load import load_encoder
 
@@ -89,9 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> List[CompressionRow]:
     args = parse_args_with_config(build_parser(), argv)
+    for output in filter(None, (args.output_markdown, args.output_csv)):
+        if Path(output).is_dir():
+            raise InputError("is a folder; give a file name", output)
     rows = compression_table(args.tokenizer, args.data)
     table = to_markdown(rows)
     print(table)
+    for output in filter(None, (args.output_markdown, args.output_csv)):
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
     if args.output_markdown:
         Path(args.output_markdown).write_text(table, encoding="utf-8")
     if args.output_csv:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from colossal_lang.errors import InputError
-from colossal_lang.tokenizer.load import find_sentencepiece_model, load_encoder
+from colossal_lang.tokenizer.corpus import read_text_lines
+from colossal_lang.tokenizer.load import find_sentencepiece_model, load_encoder, load_hf_tokenizer, sentencepiece_processor
 from colossal_lang.tokenizer.surface import byte_level_to_bytes, spm_piece_to_bytes
 
 
@@ -22,15 +23,11 @@ def _id_to_token(folder: Path, family: str):
     """Every token by id, and the special ones (a SentencePiece model is read directly, without HF files)."""
     model_path = find_sentencepiece_model(folder) if family == "spm" else None
     if model_path is not None:
-        import sentencepiece as spm
-
-        processor = spm.SentencePieceProcessor(model_file=str(model_path))
+        processor = sentencepiece_processor(model_path)
         pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
         special = {pieces[i] for i in range(len(pieces)) if processor.is_control(i) or processor.is_unknown(i)}
         return pieces, special
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = load_hf_tokenizer(folder)
     return tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), set(tokenizer.all_special_tokens)
 
 
@@ -55,15 +52,17 @@ def align_vocabularies(source_tokens: List[str], source_family: str, source_spec
 
 
 def read_bilingual_dictionary(path: Path) -> List[tuple]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("bilingual dictionary not found", path)
     pairs = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise InputError("expected 'target<TAB>source'", path, line_number)
-            pairs.append((parts[0].strip(), parts[1].strip()))
+    for line_number, line in read_text_lines(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise InputError("expected 'target<TAB>source'", path, line_number)
+        pairs.append((parts[0].strip(), parts[1].strip()))
     return pairs
 
 
@@ -84,17 +83,17 @@ def swap_vocabulary(source_dir: Path, target_tokenizer_dir: Path, output_dir: Pa
                     target_family: str, bilingual_dictionary: Optional[Path] = None) -> Dict[str, object]:
     """Write the target tokenizer into `output_dir` with token_alignment.json; return counts."""
     source_dir, target_tokenizer_dir, output_dir = Path(source_dir), Path(target_tokenizer_dir), Path(output_dir)
+    pairs = read_bilingual_dictionary(bilingual_dictionary) if bilingual_dictionary is not None else None  # fail fast
     source_tokens, source_special = _id_to_token(source_dir, source_family)
     target_tokens, target_special = _id_to_token(target_tokenizer_dir, target_family)
     new_to_old = align_vocabularies(source_tokens, source_family, source_special,
                                     target_tokens, target_family, target_special)
     exact = len(new_to_old)
     from_dictionary = 0
-    if bilingual_dictionary is not None:
+    if pairs is not None:
         source = load_encoder(find_sentencepiece_model(source_dir) or source_dir)
         target = load_encoder(target_tokenizer_dir)
-        from_dictionary = add_dictionary_matches(
-            new_to_old, read_bilingual_dictionary(bilingual_dictionary), target.encode, source.encode)
+        from_dictionary = add_dictionary_matches(new_to_old, pairs, target.encode, source.encode)
     output_dir.mkdir(parents=True, exist_ok=True)
     for item in target_tokenizer_dir.iterdir():
         if item.is_file():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Set
@@ -18,7 +19,7 @@ from typing import List, Optional, Sequence, Set
 from colossal_lang.cli import parse_args_with_config, str2bool
 from colossal_lang.errors import InputError, run_cli
 from colossal_lang.tokenizer.corpus import load_texts, sample_sentences
-from colossal_lang.tokenizer.hf_folder import save_sentencepiece_folder
+from colossal_lang.tokenizer.hf_folder import check_output_folder, save_sentencepiece_folder, staged_folder
 from colossal_lang.tokenizer.load import load_base_tokenizer_json
 from colossal_lang.tokenizer.surface import has_target_script_letter, token_text
 
@@ -85,22 +86,26 @@ def train_sentencepiece(sentences: Sequence[str], model_type: str, vocab_size: i
     import sentencepiece as spm
 
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=model,
-        model_type=model_type,
-        vocab_size=vocab_size,
-        character_coverage=character_coverage,
-        byte_fallback=True,
-        split_digits=True,
-        allow_whitespace_only_pieces=True,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        max_sentence_length=16384,
-        seed_sentencepiece_size=seed_sentencepiece_size,
-        hard_vocab_limit=False,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            character_coverage=character_coverage,
+            byte_fallback=True,
+            split_digits=True,
+            allow_whitespace_only_pieces=True,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            max_sentence_length=16384,
+            seed_sentencepiece_size=seed_sentencepiece_size,
+            hard_vocab_limit=False,
+            minloglevel=2,
+        )
+    except RuntimeError as error:  # the trainer checks its settings against the corpus: report why, on one line
+        reason = re.sub(r"^INTERNAL: \S+ \[.*?\]\s*", "", str(error).strip().splitlines()[0])
+        raise InputError(f"SentencePiece cannot train a {vocab_size}-piece model on this corpus: {reason}") from None
     return model.getvalue()
 
 
@@ -149,19 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> Path:
     args = parse_args_with_config(build_parser(), argv)
     started = time.time()
+    output_dir = Path(args.output_dir)
+    check_output_folder(output_dir)
+    if args.vocab_size < 1:
+        raise InputError(f"--vocab_size must be positive, got {args.vocab_size}")
+    if args.model_type == "byte_level_bpe" and not args.base_tokenizer_dir:
+        raise InputError("--model_type byte_level_bpe needs --base_tokenizer_dir")
     categories = [c.strip() for c in args.categories.split(",")] if args.categories else None
     texts = load_texts(args.data_input_dirs, categories=categories)
     sentences = sample_sentences(texts, args.max_sentences, seed=args.seed)
     print(f"read {len(texts)} documents, training on {len(sentences)} lines")
-    output_dir = Path(args.output_dir)
     if args.model_type == "byte_level_bpe":
-        if not args.base_tokenizer_dir:
-            raise InputError("--model_type byte_level_bpe needs --base_tokenizer_dir")
         tokenizer = train_byte_level_bpe(sentences, args.base_tokenizer_dir, args.vocab_size)
         trained_size = tokenizer.get_vocab_size()
         if args.target_script_only:
             tokenizer = keep_target_script_byte_level(tokenizer, args.target_script)
-        save_trained_byte_level_folder(tokenizer, Path(args.base_tokenizer_dir), output_dir)
+        with staged_folder(output_dir) as staging:
+            save_trained_byte_level_folder(tokenizer, Path(args.base_tokenizer_dir), staging)
         final_size = tokenizer.get_vocab_size()
     else:
         from sentencepiece import sentencepiece_model_pb2 as model_pb2
@@ -170,7 +179,8 @@ def main(argv: Optional[List[str]] = None) -> Path:
         trained_size = len(model_pb2.ModelProto.FromString(model_bytes).pieces)
         if args.target_script_only:
             model_bytes = keep_target_script_sentencepiece(model_bytes, args.target_script)
-        save_sentencepiece_folder(model_bytes, None, output_dir)
+        with staged_folder(output_dir) as staging:
+            save_sentencepiece_folder(model_bytes, None, staging)
         final_size = len(model_pb2.ModelProto.FromString(model_bytes).pieces)
     print(f"trained {trained_size} tokens; kept {final_size}, dropped {trained_size - final_size} "
           f"(target_script_only={bool(args.target_script_only)}); wrote {output_dir} in {time.time() - started:.1f}s")
