@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast benchmarks clean
+.PHONY: setup demo test test-faults benchmarks clean
 
 $(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -22,6 +22,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# The fault and hostile-input tests alone (they are part of `make test` too).
+test-faults: setup
+	$(PY) -m pytest -q tests/reliability tests/data/test_hostile_inputs.py tests/data/test_output_folder.py \
+		tests/training/test_train_ddp.py tests/training/test_train_features.py tests/training/test_checkpoint_and_config.py
 
 benchmarks: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -25,6 +25,14 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
 
 
+def require_positive(args, *flags: str) -> None:
+    """InputError for the first of `flags` (argument names) that is set and below 1, e.g. `--batch_size 0`."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InputError(f"--{flag} must be at least 1, got {value}")
+
+
 def load_config_file(path: str) -> dict:
     """Read a YAML or JSON mapping of flag names to values."""
     config_path = Path(path)

@@ -78,6 +78,17 @@ python inference_example.py --model_path "$OUT/model_adapted" --device "$DEVICE"
     --do_sample false --input_txt "$OUT/prompt.txt"
 
 step "Done in $(( $(date +%s) - START )) s"
+python - "$OUT/loss.jsonl" <<'PY'
+import json, sys
+steps = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
+def mean(rows, key):
+    values = [row[key] for row in rows if key in row]
+    return sum(values) / len(values) if values else float("nan")
+head, tail = steps[:5], steps[-5:]
+print(f"training loss over {len(steps)} steps (mean of the first 5 -> last 5 steps):")
+for key in ("loss", "loss/cs", "loss/en"):
+    print(f"  {key:8s} {mean(head, key):.3f} -> {mean(tail, key):.3f}")
+PY
 cat "$OUT/report/report.md"
 echo
 echo "Adapted model (Hugging Face folder): $OUT/model_adapted"

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from colossal_lang.atomic_folder import staged_folder
 from colossal_lang.errors import InputError
 
 FORMAT = "colossal-lang/packed-v1"
@@ -94,13 +93,8 @@ def write_dataset(output_dir, tables: Iterable[pa.Table], manifest: Dict, finger
     """
     from datasets import Dataset
 
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(output_dir)
-    partial = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}"
-    partial.mkdir()
     part_rows = []
-    try:
+    with staged_folder(output_dir) as partial:
         for index, table in enumerate(tables):
             part_fingerprint = hashlib.sha256(f"{fingerprint}/{index}".encode()).hexdigest()[:16]
             dataset = Dataset(table, fingerprint=part_fingerprint)
@@ -108,41 +102,4 @@ def write_dataset(output_dir, tables: Iterable[pa.Table], manifest: Dict, finger
             part_rows.append(len(dataset))
         manifest = dict(manifest, fingerprint=fingerprint, num_buckets=len(part_rows), part_rows=part_rows)
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _fsync_tree(partial)
-        if output_dir.exists():
-            trash = output_dir.parent / f".{output_dir.name}.replaced-{os.getpid()}"
-            os.replace(output_dir, trash)
-            os.replace(partial, output_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(partial, output_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return part_rows
-
-
-def _remove_stale_partials(output_dir: Path) -> None:
-    """Remove folders a killed run left behind (their process is gone)."""
-    for stale in output_dir.parent.glob(f".{output_dir.name}.partial-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
-            continue
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())

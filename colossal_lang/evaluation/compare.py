@@ -64,9 +64,9 @@ def compare_models(
     for path in models.values():
         check_model_folder(path)
     # Read and validate all inputs before the first (slow) model is loaded.
-    documents = {Path(path).stem: read_documents(path, max_documents=max_documents, max_characters=max_characters)
-                 for path in data_files}
-    questions = {Path(path).stem: read_multiple_choice(path, max_questions) for path in mc_files}
+    documents = _read_by_stem(data_files, lambda path: read_documents(path, max_documents=max_documents,
+                                                                       max_characters=max_characters))
+    questions = _read_by_stem(mc_files, lambda path: read_multiple_choice(path, max_questions))
     rows = {}
 
     def record(metric, dataset, name, value, stderr=None):
@@ -95,6 +95,18 @@ def compare_models(
         del model
     order = [BITS_PER_BYTE, CHARS_PER_TOKEN, MC_ACCURACY, MC_ACCURACY_NORM, MC_ACCURACY_CALIBRATED, "MC chance"]
     return sorted(rows.values(), key=lambda row: order.index(row["metric"]))
+
+
+def _read_by_stem(paths: Sequence, read) -> dict:
+    """{file stem: read(path)}: the table names each file by its stem, so two files may not share one."""
+    by_stem = {}
+    for path in paths:
+        stem = Path(path).stem
+        if stem in by_stem:
+            raise InputError(f"another input file is also named {stem!r}; rename one (the table names files by stem)",
+                             path)
+        by_stem[stem] = read(path)
+    return by_stem
 
 
 def _format(value: float, stderr: Optional[float] = None) -> str:
@@ -280,11 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> List[dict]:
-    from colossal_lang.cli import parse_args_with_config
+    from colossal_lang.cli import parse_args_with_config, require_positive
     from colossal_lang.data.jsonl import list_jsonl_files
     from colossal_lang.evaluation.multiple_choice import load_fewshot
+    from colossal_lang.evaluation.perplexity import check_window_flags
 
     args = parse_args_with_config(build_parser(), argv)
+    require_positive(args, "max_documents", "max_characters", "max_questions", "batch_size")
+    check_window_flags(args)
     if not args.data and not args.mc:
         raise InputError("nothing to compare on: give --data and/or --mc")
     models = dict(parse_model_spec(spec) for spec in args.model)
@@ -305,7 +320,7 @@ def main(argv: Optional[list] = None) -> List[dict]:
         progress=not args.no_progress,
     )
     table = to_markdown(rows)
-    settings = (f"window {args.max_length} tokens, stride {args.stride or args.max_length // 2}; documents per file: "
+    settings = (f"window {args.max_length} tokens, stride {args.stride}; documents per file: "
                 f"{args.max_documents or 'all'}, characters per document: {args.max_characters or 'all'}; "
                 f"MC: {args.mc_method}, {len(fewshot)}-shot, questions: {args.max_questions or 'all'}")
     images = "![bits per byte and multiple-choice accuracy](comparison.png)\n"

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 import torch
 
 from colossal_lang.errors import InputError
+from colossal_lang.tokenizer.load import first_line, load_hf_tokenizer
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
@@ -52,15 +53,10 @@ def check_model_folder(model_path) -> Path:
 
 def load_tokenizer(tokenizer_path):
     """AutoTokenizer from a local folder, InputError naming the folder when that fails."""
-    from transformers import AutoTokenizer
-
     path = Path(tokenizer_path)
     if not path.is_dir():
         raise InputError("no such tokenizer folder", path)
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot load a tokenizer: {str(error).splitlines()[0]}", path) from None
+    return load_hf_tokenizer(path)
 
 
 def load_model_and_tokenizer(
@@ -75,8 +71,10 @@ def load_model_and_tokenizer(
     tokenizer = load_tokenizer(tokenizer_path or path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch_dtype)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot load a causal LM: {str(error).splitlines()[0]}", path) from None
+    except MemoryError:
+        raise
+    except Exception as error:  # missing or truncated weights (SafetensorError), a bad config, an unknown architecture
+        raise InputError(f"cannot load a causal LM: {type(error).__name__}: {first_line(error)}", path) from None
     model.to(torch_device)
     model.eval()
     return model, tokenizer

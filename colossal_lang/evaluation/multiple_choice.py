@@ -289,10 +289,11 @@ def load_fewshot(fewshot_file: Optional[str], num_fewshot: Optional[int]) -> Lis
 def main(argv: Optional[list] = None) -> dict:
     from pathlib import Path
 
-    from colossal_lang.cli import parse_args_with_config
+    from colossal_lang.cli import parse_args_with_config, require_positive
     from colossal_lang.evaluation.loading import load_model_and_tokenizer
 
     args = parse_args_with_config(build_parser(), argv)
+    require_positive(args, "max_questions", "batch_size")
     for path in args.data + ([args.fewshot_file] if args.fewshot_file else []):
         if not Path(path).is_file():
             raise InputError("no such file", path)

@@ -94,6 +94,16 @@ def _check_window(max_length: int, stride: int) -> None:
         raise ValueError(f"stride must be in 1..max_length-1 (got stride={stride}, max_length={max_length})")
 
 
+def check_window_flags(args) -> None:
+    """Fill in the default `--stride` and check `--max_length`/`--stride` before anything slow runs."""
+    if args.stride is None:
+        args.stride = args.max_length // 2
+    try:
+        _check_window(args.max_length, args.stride)
+    except ValueError as error:
+        raise InputError(f"--max_length/--stride: {error}") from None
+
+
 @torch.inference_mode()
 def sequence_nlls(model, sequences: List[Tuple[List[int], int]], batch_size: int = 4, progress: bool = False,
                   desc: str = "scoring") -> List[float]:
@@ -231,20 +241,13 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Optional[list] = None) -> dict:
-    from colossal_lang.cli import parse_args_with_config
+    from colossal_lang.cli import parse_args_with_config, require_positive
     from colossal_lang.data.jsonl import list_jsonl_files
     from colossal_lang.evaluation.loading import load_model_and_tokenizer
 
     args = parse_args_with_config(build_parser(), argv)
-    if args.stride is None:
-        args.stride = args.max_length // 2
-    try:
-        _check_window(args.max_length, args.stride)
-    except ValueError as error:
-        raise InputError(str(error)) from None
-    for flag in ("max_documents", "max_characters"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise InputError(f"--{flag} must be at least 1")
+    check_window_flags(args)
+    require_positive(args, "max_documents", "max_characters", "batch_size")
     files = list_jsonl_files(args.data)
     documents = {str(path): read_documents(path, args.field, args.max_documents, args.max_characters)
                  for path in files}

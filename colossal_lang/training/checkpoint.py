@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from colossal_lang.atomic_folder import fsync_tree
 from colossal_lang.errors import InputError
 
 COMPLETE = "COMPLETE"
@@ -59,18 +60,6 @@ def clear_staging(save_dir) -> None:
     if save_dir.is_dir():
         for folder in save_dir.glob(STAGING_PREFIX + "*"):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    descriptor = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def rng_state() -> dict:
@@ -126,7 +115,7 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir
         states = dict(running_states, epoch=epoch, step=step, rng_states="rng")
         (staging / RUNNING_STATES).write_text(json.dumps(states, indent=2, default=str) + "\n", encoding="utf-8")
         (staging / COMPLETE).write_text(f"{tag}\n", encoding="utf-8")
-        _fsync_tree(staging)
+        fsync_tree(staging)
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
@@ -204,7 +193,7 @@ def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merg
     barrier()
     if rank == 0:
         tokenizer.save_pretrained(staging)
-        _fsync_tree(staging)
+        fsync_tree(staging)
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)

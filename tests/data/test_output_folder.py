@@ -78,8 +78,8 @@ def test_config_file_sets_flags_and_command_line_wins(small_pretrain_dirs, smoll
 # the latest point at which a crash can happen, with every part already written.
 KILL_BEFORE_MOVE = """
 import os, signal, sys
-import colossal_lang.data.arrow_output as arrow_output
-arrow_output.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+import colossal_lang.atomic_folder as atomic_folder
+atomic_folder.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
 from colossal_lang.data.prepare_pretrain import main
 main(sys.argv[1:])
 """
