@@ -64,21 +64,38 @@ def load_config_file(path: str) -> dict:
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None):
-    """Parse `argv`; a `--config FILE` (YAML or JSON) sets any flag's default, the command line overrides it."""
+    """Parse `argv`; a `--config FILE` (YAML or JSON) sets any flag's default, the command line overrides it.
+
+    A flag that takes several values (`nargs="+"`, or repeated with `action="append"`) is replaced whole by
+    the command line; a single value in the config counts as a list of one.
+    """
     if "config" not in {action.dest for action in parser._actions}:
         parser.add_argument("--config", default=None, help="YAML or JSON file setting any flag; the command line overrides it")
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
+    repeated_from_config = {}
     if known.config:
         values = load_config_file(known.config)
         dests = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - dests)
         if unknown:
             raise InputError(f"unknown setting(s) {', '.join(unknown)}", known.config)
-        parser.set_defaults(**values)
-        # Required flags given by the config are satisfied.
         for action in parser._actions:
-            if action.dest in values:
-                action.required = False
-    return parser.parse_args(argv)
+            if action.dest not in values:
+                continue
+            action.required = False  # required flags given by the config are satisfied
+            takes_a_list = isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")
+            if takes_a_list and not isinstance(values[action.dest], list):
+                values[action.dest] = [values[action.dest]]  # `data: file.jsonl` means one file, not its characters
+            if isinstance(action, argparse._AppendAction):
+                # argparse appends a repeated flag to its default: keep the config's list out of the way, so
+                # that the command line replaces it instead of adding to it.
+                repeated_from_config[action.dest] = values.pop(action.dest)
+                action.default = None
+        parser.set_defaults(**values)
+    args = parser.parse_args(argv)
+    for dest, items in repeated_from_config.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, items)
+    return args

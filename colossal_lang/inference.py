@@ -132,10 +132,10 @@ def main(argv: Optional[list] = None) -> List[str]:
     args = parse_args_with_config(build_parser(), argv)
     settings = _check_settings(args)
     chat = _use_chat(args)
+    interactive = args.input_txt is None
+    prompts = _stdin_prompts() if interactive else _given_prompts(args.input_txt)  # a bad file fails before the load
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.device, args.dtype, args.tokenizer_path)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    interactive = args.input_txt is None
-    prompts = _stdin_prompts() if interactive else _given_prompts(args.input_txt)
     replies = []
     for prompt in prompts:
         if args.seed is not None:
@@ -148,9 +148,11 @@ def main(argv: Optional[list] = None) -> List[str]:
 
 def _given_prompts(input_txt: str) -> List[str]:
     """--input_txt is the prompt itself (Colossal-LLaMA) or, when it names a file, that file's lines."""
+    from colossal_lang.tokenizer.corpus import read_text_lines
+
     path = Path(input_txt)
     if len(input_txt) < 4096 and "\n" not in input_txt and path.is_file():
-        prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts = [line for _, line in read_text_lines(path) if line.strip()]
         if not prompts:
             raise InputError("prompt file holds no non-blank line", path)
         return prompts

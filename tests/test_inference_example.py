@@ -82,12 +82,16 @@ def test_chat_without_a_template_is_a_clear_error(smollm2_dir):
         prompt_ids(tokenizer, "Ahoj", chat=True)
 
 
-def test_prompts_from_stdin_until_eof(sliced_smollm2_dir, monkeypatch, capsys):
+def test_prompts_from_stdin_until_eof(sliced, sliced_smollm2_dir, monkeypatch, capsys):
+    model, tokenizer = sliced
     monkeypatch.setattr(sys, "stdin", io.StringIO("Dobrý den\n\nThe weather today\n"))
     replies = main(["--model_path", str(sliced_smollm2_dir), "--max_new_tokens", "4", "--do_sample", "false",
                     "--prompt_style", "sft"])
-    assert len(replies) == 2  # the blank line is passed over
-    assert all(isinstance(reply, str) for reply in replies)
+    # The blank line is passed over; each line is answered on its own, as a chat turn (--prompt_style sft).
+    greedy = GenerationSettings(max_new_tokens=4, do_sample=False)
+    assert replies == [generate(model, tokenizer, prompt, greedy, chat=True)
+                       for prompt in ("Dobrý den", "The weather today")]
+    assert replies[0] != generate(model, tokenizer, "Dobrý den", greedy, chat=False)
 
 
 def test_input_txt_naming_a_file_reads_its_lines(sliced_smollm2_dir, tmp_path):
@@ -114,3 +118,12 @@ def test_bad_boolean_is_rejected(sliced_smollm2_dir):
     with pytest.raises(SystemExit) as caught:
         main(["--model_path", str(sliced_smollm2_dir), "--input_txt", "x", "--do_sample", "maybe"])
     assert caught.value.code == 2
+
+
+def test_prompt_file_with_invalid_utf8_names_file_and_line_before_loading(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes("Praha je\n".encode() + b"\xff\xfe bad\n")
+    # The model folder does not exist: the prompt file is checked first, so that error is the one reported.
+    with pytest.raises(InputError, match="invalid UTF-8 at byte 0") as caught:  # was a UnicodeDecodeError traceback
+        main(["--model_path", str(tmp_path / "nowhere"), "--input_txt", str(prompts), "--do_sample", "false"])
+    assert (caught.value.path, caught.value.line) == (str(prompts), 2)

@@ -36,8 +36,3 @@ def chunk_documents(doc_offsets: np.ndarray, max_length: int) -> Spans:
     starts = doc_offsets[:-1][document] + offset_in_doc
     lengths = np.minimum(doc_lengths[document] - offset_in_doc, max_length)
     return Spans(starts=starts, lengths=lengths, document=document)
-
-
-def count_chunked_documents(doc_offsets: np.ndarray, max_length: int) -> int:
-    """How many documents were longer than `max_length` (and so were cut)."""
-    return int((np.diff(np.asarray(doc_offsets)) > max_length).sum())

@@ -4,9 +4,9 @@
   order, and refuses folders built with different tokenizers or `max_length`s.
 - `PackedCollator` pads with the pad id (labels with -100), gives each packed document its own position ids,
   and, for `doc_causal` packing, keeps attention inside each document.
-- `ResumableSampler` walks a seeded permutation of the whole dataset; its position is the global number of
-  samples consumed in the current epoch, so a resumed run (even with another number of data-parallel
-  workers) continues at the same place in the data.
+- `ResumableSampler` walks a seeded permutation of the whole dataset (the stored order for a curriculum);
+  its position is the global number of samples consumed in the current epoch, so a resumed run (even with
+  another number of data-parallel workers) continues at the same place in the data.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class PreparedDataset:
     tokenizer_hash: Optional[str]
     categories: List[str] = field(default_factory=list)
     sources: List[str] = field(default_factory=list)
+    curriculum: bool = False  # prepared with --order curriculum: train the rows in their stored order
 
 
 def _part_folders(path: Path) -> tuple[list[Path], dict]:
@@ -103,6 +104,7 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
         tokenizer_hash=first.get("tokenizer_hash"),
         categories=categories,
         sources=[str(p) for p in paths],
+        curriculum=any(m.get("order") == "curriculum" for _, m in manifests),
     )
 
 
@@ -203,7 +205,9 @@ class ResumableSampler(Sampler):
 
     Global position p (0-based, within the epoch) goes to rank p % num_replicas, so micro-batch m of every
     rank together covers positions [start + m·B·R, start + (m+1)·B·R). `samples_per_epoch` is cut to whole
-    optimizer steps (the rest of the epoch is dropped, and reported by the trainer).
+    optimizer steps (the rest of the epoch is dropped, and reported by the trainer), and so is the reading
+    from `start`: a resume with another global batch can start between steps, and every rank must still get
+    the same number of micro-batches (one more on a rank would leave it alone in a collective).
     """
 
     def __init__(self, dataset_size: int, num_replicas: int, rank: int, seed: int, global_batch_size: int,
@@ -228,11 +232,17 @@ class ResumableSampler(Sampler):
         return self.steps_per_epoch * self.global_batch_size
 
     def set_position(self, epoch: int, consumed_samples: int) -> None:
-        """Continue at `consumed_samples` of `epoch`; a position past the (possibly re-cut) epoch starts the next."""
+        """Continue at `consumed_samples` of `epoch`; less than a global batch left in it starts the next."""
         self.epoch = epoch
         self.start = consumed_samples
-        if self.start >= self.samples_per_epoch:
+        if self.samples_per_epoch - self.start < self.global_batch_size:
             self.epoch, self.start = epoch + 1, 0
+
+    @property
+    def end(self) -> int:
+        """Where reading this epoch stops: after the last whole global batch from `start`."""
+        steps_left = max(0, self.samples_per_epoch - self.start) // self.global_batch_size
+        return self.start + steps_left * self.global_batch_size
 
     def order(self, epoch: int) -> List[int]:
         if not self.shuffle:
@@ -242,11 +252,11 @@ class ResumableSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         order = self.order(self.epoch)
-        for position in range(self.start + self.rank, self.samples_per_epoch, self.num_replicas):
+        for position in range(self.start + self.rank, self.end, self.num_replicas):
             yield order[position]
 
     def __len__(self) -> int:
-        return max(0, self.samples_per_epoch - self.start) // self.num_replicas
+        return (self.end - self.start) // self.num_replicas
 
     def state_dict(self, consumed_samples: int) -> dict:
         return {"epoch": self.epoch, "consumed_samples": consumed_samples, "seed": self.seed,

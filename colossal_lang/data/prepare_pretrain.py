@@ -77,6 +77,30 @@ def settings_fingerprint(settings: Dict, input_sha256: str, tokenizer_sha256: st
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def output_fingerprint(args, input_sha256: str, **kind_settings) -> tuple[str, str]:
+    """(fingerprint of the inputs, tokenizer and output settings; the tokenizer's hash)."""
+    settings = {name: getattr(args, name) for name in (
+        "max_length", "num_spliced_dataset_bins", "packing", "category_weights", "total_tokens", "order", "seed")}
+    tokenizer_sha256 = tokenizer_hash(args.tokenizer_dir)
+    return settings_fingerprint(dict(settings, **kind_settings), input_sha256, tokenizer_sha256), tokenizer_sha256
+
+
+def already_prepared(output_dir: Path, fingerprint: str, overwrite: bool) -> Optional[Dict]:
+    """The manifest of `output_dir` if it already holds this very dataset (then there is nothing to do)."""
+    if not check_existing_output(output_dir, fingerprint, overwrite):
+        return None
+    print(f"{output_dir} already holds this dataset (same inputs, tokenizer and settings): nothing to do")
+    return json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+
+
+def write_and_summarise(command: str, output_dir: Path, tables, manifest: Dict, fingerprint: str, started: float) -> Dict:
+    """Write the arrow parts and manifest atomically, print the summary, and return the manifest as written."""
+    write_dataset(output_dir, tables, manifest, fingerprint)
+    manifest = json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+    print_summary(command, manifest, output_dir, time.time() - started)
+    return manifest
+
+
 def prepare_pretrain(args) -> Dict:
     """Run the whole pretraining preparation for parsed `args`; returns the manifest written."""
     from datasets import Dataset, disable_caching
@@ -87,13 +111,10 @@ def prepare_pretrain(args) -> Dict:
     tokenizer = load_tokenizer(args.tokenizer_dir)
     read = read_validated(args.data_input_dirs, validate_pretrain_record, args.on_error)
     output_dir = Path(args.data_output_dirs)
-    settings = {name: getattr(args, name) for name in (
-        "max_length", "num_spliced_dataset_bins", "packing", "category_weights", "total_tokens", "order", "seed")}
-    tokenizer_sha256 = tokenizer_hash(args.tokenizer_dir)
-    fingerprint = settings_fingerprint(dict(settings, kind="pretrain"), read.input_sha256, tokenizer_sha256)
-    if check_existing_output(output_dir, fingerprint, args.overwrite):
-        print(f"{output_dir} already holds this dataset (same inputs, tokenizer and settings): nothing to do")
-        return json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+    fingerprint, tokenizer_sha256 = output_fingerprint(args, read.input_sha256, kind="pretrain")
+    existing = already_prepared(output_dir, fingerprint, args.overwrite)
+    if existing is not None:
+        return existing
 
     category_order = category_order_of(weights, read.columns["category"])
     specials = document_specials(tokenizer)
@@ -140,10 +161,8 @@ def prepare_pretrain(args) -> Dict:
         "records_kept": read.kept,
         "skipped": dict(read.skipped),
     }
-    write_dataset(output_dir, bucket_tables(corpus, packed, buckets), manifest, fingerprint)
-    manifest = json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
-    print_summary("prepare_pretrain_dataset", manifest, output_dir, time.time() - started)
-    return manifest
+    return write_and_summarise("prepare_pretrain_dataset", output_dir, bucket_tables(corpus, packed, buckets),
+                               manifest, fingerprint, started)
 
 
 def main(argv: Optional[list] = None) -> Dict:

@@ -8,19 +8,19 @@ validate (file:line errors) → render with the chat template + tokenize + label
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Dict, Optional
 
 from colossal_lang.cli import parse_args_with_config
-from colossal_lang.data.arrow_output import FORMAT, check_existing_output, tokenizer_hash, write_dataset
+from colossal_lang.data.arrow_output import FORMAT
 from colossal_lang.data.chat_templates import TEMPLATE_CHOICES, resolve_template
 from colossal_lang.data.jsonl import report_bad_record
 from colossal_lang.data.mixing import parse_category_weights
-from colossal_lang.data.prepare_pretrain import add_common_flags, category_order_of, check_common_flags, settings_fingerprint
+from colossal_lang.data.prepare_pretrain import (
+    add_common_flags, already_prepared, category_order_of, check_common_flags, output_fingerprint, write_and_summarise,
+)
 from colossal_lang.data.records import normalize_reasons, read_validated, validate_sft_record
-from colossal_lang.data.summary import print_summary
 from colossal_lang.data.tokenize_sft import tokenize_sft_batch
 from colossal_lang.data.tokenized_corpus import (
     TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, one_row_per_document, parallel_map,
@@ -51,13 +51,10 @@ def prepare_sft(args) -> Dict:
     template = resolve_template(tokenizer, args.chat_template)
     read = read_validated(args.data_input_dirs, validate_sft_record, args.on_error)
     output_dir = Path(args.data_output_dirs)
-    settings = {name: getattr(args, name) for name in (
-        "max_length", "num_spliced_dataset_bins", "packing", "category_weights", "total_tokens", "order", "seed")}
-    tokenizer_sha256 = tokenizer_hash(args.tokenizer_dir)
-    fingerprint = settings_fingerprint(dict(settings, kind="sft", template=template.source), read.input_sha256, tokenizer_sha256)
-    if check_existing_output(output_dir, fingerprint, args.overwrite):
-        print(f"{output_dir} already holds this dataset (same inputs, tokenizer and settings): nothing to do")
-        return json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+    fingerprint, tokenizer_sha256 = output_fingerprint(args, read.input_sha256, kind="sft", template=template.source)
+    existing = already_prepared(output_dir, fingerprint, args.overwrite)
+    if existing is not None:
+        return existing
 
     disable_caching()
     records = Dataset.from_dict({"messages": read.columns["messages"]})
@@ -121,10 +118,8 @@ def prepare_sft(args) -> Dict:
         "records_kept": len(keep),
         "skipped": dict(skipped),
     }
-    write_dataset(output_dir, bucket_tables(corpus, packed, buckets), manifest, fingerprint)
-    manifest = json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
-    print_summary("prepare_sft_dataset", manifest, output_dir, time.time() - started)
-    return manifest
+    return write_and_summarise("prepare_sft_dataset", output_dir, bucket_tables(corpus, packed, buckets),
+                               manifest, fingerprint, started)
 
 
 def main(argv: Optional[list] = None) -> Dict:

@@ -57,6 +57,10 @@ def build_rows(pairs, heldout_rows: int, num_fewshot: int, seed: int):
             continue
         used.update(keys)
         kept.append((line, english, czech))
+    # Every question takes NUM_CHOICES - 1 other rows as distractors; one must remain after the few-shot rows.
+    if len(kept) < max(NUM_CHOICES, num_fewshot + 1):
+        raise InputError(f"only {len(kept)} of the last {heldout_rows} rows make fair questions: too few for "
+                         f"{num_fewshot} few-shot rows and {NUM_CHOICES}-choice questions (raise --heldout_rows)")
     rng = random.Random(seed)
     rows = []
     for line, english, czech in kept:
@@ -90,6 +94,8 @@ def main(argv: Optional[list] = None) -> dict:
     pairs = read_translation_pairs(args.sft_file)
     if not 0 < args.heldout_rows < len(pairs):
         raise InputError(f"--heldout_rows must be in 1..{len(pairs) - 1}")
+    if args.num_fewshot < 0:
+        raise InputError(f"--num_fewshot must be >= 0, got {args.num_fewshot}")
     fewshot, questions, dropped = build_rows(pairs, args.heldout_rows, args.num_fewshot, args.seed)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

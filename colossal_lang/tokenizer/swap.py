@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from colossal_lang.errors import InputError
 from colossal_lang.tokenizer.corpus import read_text_lines
 from colossal_lang.tokenizer.load import find_sentencepiece_model, load_encoder, load_hf_tokenizer, sentencepiece_processor
-from colossal_lang.tokenizer.surface import byte_level_to_bytes, spm_piece_to_bytes
+from colossal_lang.tokenizer.surface import token_bytes
 
 
 def _id_to_token(folder: Path, family: str):
@@ -31,21 +31,17 @@ def _id_to_token(folder: Path, family: str):
     return tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), set(tokenizer.all_special_tokens)
 
 
-def canonical_bytes(token: str, family: str) -> Optional[bytes]:
-    return byte_level_to_bytes(token) if family == "byte_level" else spm_piece_to_bytes(token)
-
-
 def align_vocabularies(source_tokens: List[str], source_family: str, source_special: set,
                        target_tokens: List[str], target_family: str, target_special: set) -> Dict[int, int]:
     """new id -> old id for every target token whose canonical form is a source token."""
     old_by_form: Dict[object, int] = {}
     for old_id, token in enumerate(source_tokens):
-        form = ("special", token) if token in source_special else canonical_bytes(token, source_family)
+        form = ("special", token) if token in source_special else token_bytes(token, source_family)
         if form is not None:
             old_by_form.setdefault(form, old_id)  # the lowest id wins: it is the one the base trained most
     new_to_old = {}
     for new_id, token in enumerate(target_tokens):
-        form = ("special", token) if token in target_special else canonical_bytes(token, target_family)
+        form = ("special", token) if token in target_special else token_bytes(token, target_family)
         if form is not None and form in old_by_form:
             new_to_old[new_id] = old_by_form[form]
     return new_to_old

@@ -121,6 +121,8 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir
         staging.rename(final)
         if keep_last > 0:
             for old in complete_checkpoints(save_dir)[:-keep_last]:
+                # The marker goes first: a removal cut short never leaves a checkpoint that looks complete.
+                (old / COMPLETE).unlink(missing_ok=True)
                 shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
@@ -180,7 +182,7 @@ def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merg
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     barrier()
-    if plugin_name == "ddp":
+    if plugin_name == "ddp" or merge_lora:  # LoRA runs (ddp, ZeRO-2) hold the whole model on every rank
         if rank == 0:
             module = model.unwrap(unwrap_peft=False) if merge_lora else model.unwrap()
             if merge_lora:

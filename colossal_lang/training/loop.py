@@ -20,7 +20,7 @@ from colossal_lang.training.metrics import MetricsWriter, Throughput, flops_per_
 from colossal_lang.training.optim import build_optimizer, build_scheduler, parameter_groups
 from colossal_lang.training.setup import DTYPES, build_loader, build_model, build_reference
 from colossal_lang.training.spike_guard import OK, SpikeGuard
-from colossal_lang.training.step import StepContext, clip_and_norm, forward_backward
+from colossal_lang.training.step import StepContext, clip_and_norm, forward_backward, plugin_grad_norm
 
 
 def log(message: str) -> None:
@@ -122,6 +122,7 @@ def train(args: argparse.Namespace) -> dict:
         booster=booster, model=model, optimizer=optimizer, device=device,
         autocast=partial(torch.autocast, device.type, dtype=autocast_dtype) if use_autocast else nullcontext,
         dp_size=dp_size, dp_group=plugin.dp_group if args.plugin == "3d" else None,
+        pp_group=plugin.pp_group if pipeline else None,
         categories=prepared.categories, reference=reference, kl_coef=args.kl_coef,
         kl_categories=set(args.kl_categories) if args.kl_categories else None,
         original_vocab_size=parts.original_vocab_size, uses_model_loss=args.plugin == "3d", pipeline=pipeline,
@@ -133,7 +134,8 @@ def train(args: argparse.Namespace) -> dict:
     peak_flops = peak_flops_per_device(args.mixed_precision)
     log(f"plugin {args.plugin} · {world_size} processes ({dp_size} data-parallel) · {len(prepared.dataset)} sequences · "
         f"{sampler.steps_per_epoch} steps/epoch · {total_steps} steps · global batch {sampler.global_batch_size} · "
-        f"{trainable:,}/{total_params:,} parameters train · attention {loader.collate_fn.attention}")
+        f"{trainable:,}/{total_params:,} parameters train · attention {loader.collate_fn.attention} · "
+        f"data order {'stored (curriculum)' if prepared.curriculum else 'shuffled per epoch'}")
     if sampler.samples_per_epoch < len(prepared.dataset):
         log(f"each epoch drops its last {len(prepared.dataset) - sampler.samples_per_epoch} sequences (less than a global batch)")
 
@@ -178,11 +180,13 @@ def train(args: argparse.Namespace) -> dict:
             model.train()
             stats = forward_backward(ctx, micro_batches, inject_nan=args.inject_nan_at_step == step + 1, log_samples=args.log_samples)
             grad_norm = clip_and_norm(ctx, args.grad_clip, plugins.plugin_clips_gradients(args))
-            verdict = guard.judge(step + 1, stats["loss"], grad_norm if args.plugin == "ddp" else None)
+            verdict = guard.judge(step + 1, stats["loss"], grad_norm)
             if verdict == OK:
                 if parts.new_row_matrices:
                     adaptation.decay_new_rows(parts.new_row_matrices, parts.new_token_start, lr_scheduler.get_last_lr()[0], args.weight_decay)
                 optimizer.step()
+                if grad_norm is None:  # the plugin's optimizer clipped, and measured, inside step()
+                    grad_norm = plugin_grad_norm(optimizer)
             else:
                 if getattr(optimizer, "scaler", None) is not None:
                     optimizer.scaler.update()

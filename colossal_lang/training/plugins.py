@@ -14,6 +14,17 @@ def flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
 
 
+def apex_available() -> bool:
+    """Shardformer's fused RMSNorm is apex's: without apex, Colossal-AI 0.5.0 calls None and crashes."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import apex.normalization  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -> None:
     """Raise InputError for combinations the chosen plugin, device or model cannot run."""
     cuda = torch.cuda.is_available()
@@ -27,16 +38,21 @@ def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -
         raise InputError("--use_flash_attn needs the flash-attn package and a CUDA device")
     if args.optimizer == "lionw" and args.plugin in ("gemini", "gemini_auto"):
         raise InputError("Gemini accepts only Colossal-AI's Adam optimizers; use --optimizer adamw or another plugin for LionW")
-    if args.lora_rank and args.plugin not in ("ddp", "zero2", "zero2_cpu", "3d"):
-        raise InputError(f"LoRA through booster.enable_lora is not supported by --plugin {args.plugin}")
+    if args.lora_rank and args.plugin not in ("ddp", "zero2", "zero2_cpu"):
+        # The adapters are merged into the final Hugging Face folder on rank 0, which needs the whole, unmodified
+        # model there: Gemini shards it, and 3d's shardformer pads or splits it (Colossal-AI 0.5.0).
+        raise InputError(f"LoRA runs with --plugin ddp, zero2 or zero2_cpu, not {args.plugin}")
     if args.plugin in ("gemini", "gemini_auto") and (args.freeze_non_embeds_params or args.train_new_rows_only):
         raise InputError("Gemini needs every parameter to train; use ddp, zero2 or 3d for the freeze modes")
     if args.train_new_rows_only and args.plugin != "ddp":
         raise InputError("--train_new_rows_only masks gradients of single rows, which only --plugin ddp keeps whole")
     if args.plugin == "3d":
-        model_parallel = args.tp * args.pp * args.sp
+        # split_gather/ring run sequence parallelism inside the TP group: no ranks of their own.
+        sp_ranks = 1 if args.sp_mode in ("split_gather", "ring") else args.sp
+        model_parallel = args.tp * args.pp * sp_ranks
         if world_size % model_parallel:
-            raise InputError(f"--tp {args.tp} x --pp {args.pp} x --sp {args.sp} = {model_parallel} does not divide {world_size} processes")
+            raise InputError(f"--tp {args.tp} x --pp {args.pp} x --sp {sp_ranks} (--sp_mode {args.sp_mode}) = "
+                             f"{model_parallel} does not divide {world_size} processes")
         if args.sp > 1 and args.sp_mode in ("split_gather", "ring") and args.tp != args.sp:
             raise InputError(f"--sp_mode {args.sp_mode} runs sequence parallelism over the TP group: set --sp equal to --tp")
         if args.pp > 1 and args.use_neft:
@@ -47,6 +63,8 @@ def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -
             raise InputError("under pipeline parallelism raise --batch_size (split into --microbatch_size) instead of --accumulation_steps")
         if args.pp > 1 and args.batch_size % args.microbatch_size:
             raise InputError("--batch_size must be a multiple of --microbatch_size under pipeline parallelism")
+        if args.zero_stage and args.mixed_precision == "fp32":
+            raise InputError("--zero_stage 1/2 under --plugin 3d trains in fp16 or bf16; use --zero_stage 0 for fp32")
         if args.zero_stage == 2 and args.pp > 1:
             raise InputError("ZeRO stage 2 cannot be combined with pipeline parallelism; use --zero_stage 1")
     if model_config is not None and args.tp > 1:
@@ -84,7 +102,7 @@ def make_plugin(args: argparse.Namespace):
         sequence_parallelism_mode=args.sp_mode if args.sp > 1 else None,
         zero_stage=args.zero_stage, precision=precision, max_norm=args.grad_clip,
         microbatch_size=args.microbatch_size if args.pp > 1 else None,
-        enable_flash_attention=args.use_flash_attn, enable_fused_normalization=torch.cuda.is_available(),
+        enable_flash_attention=args.use_flash_attn, enable_fused_normalization=apex_available(),
         initial_scale=2**16,
     )
 

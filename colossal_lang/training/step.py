@@ -35,6 +35,7 @@ class StepContext:
     original_vocab_size: int = 0
     uses_model_loss: bool = False  # 3d: shardformer computes a (vocab-parallel) loss from labels
     pipeline: bool = False
+    pp_group: Optional[object] = None  # with pipeline: the loss lives on the last stage only
     num_microbatches: int = 1
     vocab_rows: int = 0  # embedding rows: a token id at or above them means data and model do not match
 
@@ -110,6 +111,8 @@ def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bo
     if dist.is_initialized():
         sums = sums.to(ctx.device)
         dist.all_reduce(sums, group=ctx.dp_group)
+        if ctx.pp_group is not None:  # other stages hold zeros: every rank then judges (spike guard) the same loss
+            dist.all_reduce(sums, group=ctx.pp_group)
         sums = sums.cpu()
     result = {"loss": (sums[0] / global_tokens).item(), "loss_tokens": int(counts[0]), "tokens": int(counts[1])}
     if log_samples:
@@ -148,13 +151,19 @@ def _pipeline_step(ctx: StepContext, inputs: dict, labels: torch.Tensor, scale: 
 
 
 def clip_and_norm(ctx: StepContext, max_norm: float, plugin_clips: bool) -> Optional[float]:
-    """Clip (ddp: here, on all gradients; other plugins: inside their optimizer) and return the global norm."""
+    """ddp: clip all gradients here and return their global norm. Other plugins clip inside optimizer.step():
+    None here, and `plugin_grad_norm` after the step."""
     if plugin_clips:
-        getter = getattr(ctx.optimizer, "get_grad_norm", None)
-        norm = getter() if getter is not None else None
-        return None if norm is None else float(norm)
+        return None
     if getattr(ctx.optimizer, "scaler", None) is not None:
         ctx.optimizer.unscale_grad()
     params = [p for p in ctx.model.parameters() if p.requires_grad and p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
     return float(norm)
+
+
+def plugin_grad_norm(optimizer) -> Optional[float]:
+    """The norm a Gemini/ZeRO/hybrid optimizer computed in its last step() (before that, the previous step's)."""
+    getter = getattr(optimizer, "get_grad_norm", None)
+    norm = getter() if getter is not None else None
+    return None if norm is None else float(norm)

@@ -36,3 +36,19 @@ def test_questions_come_only_from_the_held_out_rows(data_dir):
         assert all(choice.casefold() not in training_texts for choice in item.choices)
     # The gold position is spread over the four slots (seeded), not stuck in one.
     assert len({item.answer for item in questions}) == 4
+
+
+def test_too_few_held_out_rows_is_an_input_error(data_dir, tmp_path):
+    import pytest
+
+    from colossal_lang.errors import InputError
+
+    sft_file = str(data_dir / "sft" / "cs_translate.jsonl")
+    with pytest.raises(InputError, match=r"only \d of the last 3 rows"):  # was ValueError from random.sample
+        main(["--sft_file", sft_file, "--heldout_rows", "3", "--num_fewshot", "0", "--output_dir", str(tmp_path)])
+    with pytest.raises(InputError, match="--num_fewshot must be >= 0"):
+        main(["--sft_file", sft_file, "--num_fewshot", "-1", "--output_dir", str(tmp_path)])
+    summary = main(["--sft_file", sft_file, "--heldout_rows", "12", "--num_fewshot", "2", "--output_dir", str(tmp_path)])
+    questions = read_multiple_choice(tmp_path / "cs_translate_mc.jsonl")
+    assert summary["fewshot"] == 2 and len(questions) == summary["questions"] == 12 - summary["dropped"] - 2
+    assert all(len(set(item.choices)) == 4 for item in questions)

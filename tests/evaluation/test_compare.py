@@ -115,3 +115,22 @@ def test_model_specs_and_errors(tmp_path, data_dir):
               "--output_dir", str(tmp_path / "out")])
     with pytest.raises(InputError, match="nothing to compare"):
         main(["--model", f"base={tmp_path}", "--output_dir", str(tmp_path / "out")])
+
+
+def test_bad_inputs_are_refused_before_any_model_loads(tmp_path, data_dir):
+    # The model folder holds nothing loadable: reaching the load would fail with another message.
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}", encoding="utf-8")
+    heldout = data_dir / "heldout" / "cs_fortunes.jsonl"
+    other = tmp_path / "other" / "cs_fortunes.jsonl"
+    other.parent.mkdir()
+    other.write_text('{"target": "Dobrý den."}\n', encoding="utf-8")
+    common = ["--model", f"base={model}", "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(InputError, match="also named 'cs_fortunes'") as caught:  # was one silently dropped
+        main(common + ["--data", str(heldout), str(other)])
+    assert caught.value.path == str(other)
+    with pytest.raises(InputError, match="stride must be in 1..max_length-1"):
+        main(common + ["--data", str(heldout), "--max_length", "64", "--stride", "100"])
+    with pytest.raises(InputError, match="--max_questions must be at least 1, got 0"):
+        main(common + ["--mc", str(data_dir / "eval" / "cs_translate_mc.jsonl"), "--max_questions", "0"])

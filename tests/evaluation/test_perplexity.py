@@ -150,3 +150,29 @@ def test_cli_bad_model_path_exits_2_with_one_line(tmp_path, data_dir):
     assert completed.returncode == 2
     assert completed.stderr.strip().count("\n") == 0
     assert "no such model folder" in completed.stderr and str(tmp_path / "missing") in completed.stderr
+
+
+def test_broken_model_folders_and_bad_flags_are_one_line_input_errors(sliced_smollm2_dir, data_dir, tmp_path):
+    import shutil
+
+    data = ["--data", str(data_dir / "heldout" / "cs_fortunes.jsonl"), "--max_documents", "1", "--no_progress"]
+    truncated_tokenizer = tmp_path / "truncated-tokenizer"
+    shutil.copytree(sliced_smollm2_dir, truncated_tokenizer)
+    text = (truncated_tokenizer / "tokenizer.json").read_text(encoding="utf-8")
+    (truncated_tokenizer / "tokenizer.json").write_text(text[: len(text) // 2], encoding="utf-8")
+    with pytest.raises(InputError, match="invalid JSON") as caught:  # was a bare Exception from tokenizers
+        main(["--model_path", str(truncated_tokenizer), *data])
+    assert caught.value.path == str(truncated_tokenizer / "tokenizer.json") and caught.value.line > 1
+
+    truncated_weights = tmp_path / "truncated-weights"
+    shutil.copytree(sliced_smollm2_dir, truncated_weights)
+    weights = truncated_weights / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    with pytest.raises(InputError, match="cannot load a causal LM: SafetensorError") as caught:
+        main(["--model_path", str(truncated_weights), *data])
+    assert caught.value.path == str(truncated_weights)
+
+    with pytest.raises(InputError, match="--batch_size must be at least 1, got 0"):  # was range() arg 3 must not be zero
+        main(["--model_path", str(sliced_smollm2_dir), *data, "--batch_size", "0"])
+    with pytest.raises(InputError, match="stride must be in 1..max_length-1"):
+        main(["--model_path", str(sliced_smollm2_dir), *data, "--max_length", "64", "--stride", "64"])

@@ -36,3 +36,16 @@ def test_greedy_continuation_names_paris(smollm2_dir):
     output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     continuation = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :])
     assert continuation.startswith(" Paris")
+
+
+def test_import_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path):
+    import pytest
+
+    from colossal_lang.errors import InputError
+    from colossal_lang.model.import_smollm2 import import_smollm2
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me", encoding="utf-8")
+    with pytest.raises(InputError, match="already holds other files"):  # it used to be deleted and replaced
+        import_smollm2(tmp_path, force=True)
+    assert notes.read_text(encoding="utf-8") == "keep me"

@@ -8,12 +8,40 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
 from tests.reliability.helpers import save_tiny_llama
+
+
+class _CurrentStderr:
+    """Whatever sys.stderr is when something is written: pytest swaps it per test (capsys)."""
+
+    def write(self, text):
+        return sys.stderr.write(text)
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+def _log_transformers_to_the_current_stderr() -> None:
+    """transformers' log handler keeps the sys.stderr of its first use: under pytest, maybe an earlier test's
+    capture, closed since, so a later warning prints a "Logging error" traceback that the one-line checks
+    would take for the command's own. Done at collection, before any test has run."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.get_logger()  # creates the handler
+    for handler in logging.getLogger("transformers").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.stream = _CurrentStderr()
+
+
+_log_transformers_to_the_current_stderr()
+
 
 # Czech pieces for an expansion, in the Colossal-LLaMA expand-tokens file format.
 CZECH_PIECES = [" kůň", " příliš", " žluťoučký", " úpěl", " ďábelské", " ódy"]

@@ -39,7 +39,7 @@ def run_expecting_input_error(main, argv, capsys) -> str:
         run_cli(main, [str(arg) for arg in argv])
     assert exit_info.value.code == 2
     stderr = capsys.readouterr().err
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, stderr
     assert stderr.rstrip("\n").endswith(errors[0]), "the error line is the last thing printed"

@@ -65,3 +65,17 @@ def test_train_without_text_is_an_input_error(tmp_path, smollm2_dir, data_dir):
     with pytest.raises(InputError, match="no text found"):
         train_main(["--data_input_dirs", str(data_dir / "pretrain" / "cs"), "--categories", "klingon",
                     "--base_tokenizer_dir", str(smollm2_dir), "--output_dir", str(tmp_path / "t")])
+
+
+def test_config_lists_are_replaced_by_the_command_line(smollm2_dir, mistral_spm_path, tmp_path):
+    data = tmp_path / "cs.jsonl"
+    data.write_text(json.dumps({"target": "Příliš žluťoučký kůň úpěl ďábelské ódy."}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    config = tmp_path / "report.yaml"
+    # Single values for repeatable flags: each is a list of one (not a string iterated character by character).
+    config.write_text(f"tokenizer: {smollm2_dir}\ndata: {data}\n", encoding="utf-8")
+    rows = report_main(["--config", str(config)])
+    assert [(row.tokenizer, row.data) for row in rows] == [(str(smollm2_dir), data.name)]
+    # A repeated flag on the command line replaces the config's list instead of adding to it.
+    rows = report_main(["--config", str(config), "--tokenizer", str(mistral_spm_path)])
+    assert [row.tokenizer for row in rows] == [str(mistral_spm_path)]

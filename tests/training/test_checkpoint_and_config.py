@@ -63,6 +63,30 @@ def test_tp_must_divide_the_heads(tiny_model_dir, monkeypatch):
         check_plugin(args, world_size=6, model_config=AutoConfig.from_pretrained(tiny_model_dir))
 
 
+def test_3d_layouts_accepted_and_refused(tiny_model_dir, monkeypatch):
+    """split_gather runs SP inside the TP group (no ranks of its own), all_to_all needs --sp ranks more;
+    no LoRA (its merge needs the whole unsharded model); ZeRO inside 3d needs half precision (Colossal-AI asserts it)."""
+    from transformers import AutoConfig
+
+    import colossal_lang.training.plugins as plugins
+
+    monkeypatch.setattr(plugins.torch.cuda, "is_available", lambda: True)
+    model_config = AutoConfig.from_pretrained(tiny_model_dir)
+
+    def check(world_size, *flags):
+        args = parse_train_args(["--pretrained", str(tiny_model_dir), "--dataset", "x", "--plugin", "3d", *flags])
+        check_plugin(args, world_size=world_size, model_config=model_config)
+
+    check(2, "--tp", "2", "--sp", "2", "--sp_mode", "split_gather")  # 2 GPUs: TP 2 with SP over the same 2 ranks
+    check(4, "--sp", "2", "--sp_mode", "all_to_all")
+    with pytest.raises(InputError, match="= 2 does not divide 3"):
+        check(3, "--sp", "2", "--sp_mode", "all_to_all")
+    with pytest.raises(InputError, match="LoRA runs with --plugin ddp, zero2 or zero2_cpu"):
+        check(2, "--lora_rank", "4")
+    with pytest.raises(InputError, match="fp16 or bf16"):
+        check(2, "--zero_stage", "1", "--mixed_precision", "fp32")
+
+
 def test_cli_reports_bad_input_in_one_line(tiny_model_dir, tmp_path):
     import subprocess
     import sys

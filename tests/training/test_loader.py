@@ -50,13 +50,14 @@ def test_additive_mask_matches_the_boolean_one():
     assert additive.min() == torch.finfo(torch.float32).min
 
 
-def test_doc_causal_attention_equals_separate_documents(tiny_model_dir):
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])  # bool: what training feeds SDPA
+def test_doc_causal_attention_equals_separate_documents(tiny_model_dir, mask_dtype):
     """Two packed documents give the same logits as each document run alone (SDPA, 4D mask, position ids)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
     first, second = [10, 11, 12, 13], [20, 21, 22]
-    batch = PackedCollator(pad_token_id=2, attention="doc_causal")([row(first + second, docs=[4, 3])])
+    batch = PackedCollator(pad_token_id=2, attention="doc_causal", mask_dtype=mask_dtype)([row(first + second, docs=[4, 3])])
     with torch.no_grad():
         packed = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        position_ids=batch["position_ids"]).logits[0]
@@ -96,6 +97,19 @@ def test_sampler_resumes_exactly_and_across_worker_counts():
     assert list(one) == ResumableSampler(size, 1, 0, seed, 4).order(1)[:52]
 
 
+def test_resume_between_steps_gives_every_rank_the_same_number_of_micro_batches():
+    """3 workers (global batch 3) saved at 9 samples; 2 workers of batch 2 (global batch 4) resume there."""
+    samplers = [ResumableSampler(20, 2, rank, 0, global_batch_size=4) for rank in range(2)]
+    for sampler in samplers:
+        sampler.set_position(0, 9)
+    shares = [list(s) for s in samplers]
+    # Two whole global steps fit in positions 9..19: 4 rows each, none left over for only one rank.
+    assert [len(share) for share in shares] == [len(s) for s in samplers] == [4, 4]
+    assert sorted(shares[0] + shares[1]) == sorted(samplers[0].order(0)[9:17])
+    samplers[0].set_position(0, 17)  # 3 rows left: not a whole global batch
+    assert (samplers[0].epoch, samplers[0].start) == (1, 0)
+
+
 def test_load_prepared_dataset_concatenates_buckets_and_checks_manifests(packed_dataset, tmp_path):
     from datasets import load_from_disk
 
@@ -118,3 +132,27 @@ def test_load_prepared_dataset_concatenates_buckets_and_checks_manifests(packed_
         load_prepared_dataset([str(packed_dataset), str(other)])
     with pytest.raises(InputError, match="not a prepared dataset"):
         load_prepared_dataset([str(tmp_path)])
+
+
+def test_a_curriculum_dataset_is_trained_in_its_stored_order(packed_dataset, tmp_path):
+    """--order curriculum at preparation: the training sampler keeps the rows' order instead of shuffling."""
+    import shutil
+    from types import SimpleNamespace
+
+    from colossal_lang.training.setup import build_loader
+
+    curriculum = tmp_path / "curriculum"
+    shutil.copytree(packed_dataset, curriculum)
+    manifest = json.loads((curriculum / "manifest.json").read_text())
+    manifest["order"] = "curriculum"
+    (curriculum / "manifest.json").write_text(json.dumps(manifest))
+    args = SimpleNamespace(seed=1, batch_size=2, accumulation_steps=1, attention="auto", plugin="ddp",
+                           use_flash_attn=False, num_workers=0, tokenizer_dir="unused")
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=0)
+    orders = {}
+    for name, folder in (("shuffle", packed_dataset), ("curriculum", curriculum)):
+        prepared = load_prepared_dataset([str(folder)])
+        _, sampler = build_loader(args, prepared, tokenizer, dp_size=1, dp_rank=0)
+        orders[name] = list(sampler)
+    assert orders["curriculum"] == list(range(len(orders["curriculum"])))
+    assert orders["shuffle"] != orders["curriculum"]
