@@ -32,27 +32,41 @@ def staged_folder(output_dir) -> Iterator[Path]:
     try:
         yield staging
         fsync_tree(staging)
-        if output_dir.exists():
-            replaced = _sibling(output_dir, "replaced")
-            shutil.rmtree(replaced, ignore_errors=True)
-            os.replace(output_dir, replaced)
-            os.replace(staging, output_dir)
-            shutil.rmtree(replaced, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
+        replace_folder(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
+def replace_folder(staging: Path, output_dir: Path) -> None:
+    """Move a finished `staging` folder to `output_dir`; an existing output is moved aside first, not deleted,
+    so that a crash between the two renames leaves it in `.<name>.replaced-<pid>`, restored by the next run."""
+    staging, output_dir = Path(staging), Path(output_dir)
+    if output_dir.exists():
+        replaced = _sibling(output_dir, "replaced")
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(output_dir, replaced)
+        os.replace(staging, output_dir)
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        os.replace(staging, output_dir)
+
+
 def remove_stale_siblings(output_dir: Path) -> None:
-    """Remove staging folders of runs whose process is gone."""
+    """Clear what runs whose process is gone left beside `output_dir`.
+
+    Their staging folders are deleted; an output they had moved aside but not yet replaced (the run died
+    between the two renames of `replace_folder`) is put back when `output_dir` is missing.
+    """
     for kind in STAGING_KINDS:
         for stale in output_dir.parent.glob(f".{output_dir.name}.{kind}-*"):
             pid = stale.name.rsplit("-", 1)[-1]
             if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
                 continue
-            shutil.rmtree(stale, ignore_errors=True)
+            if kind == "replaced" and not output_dir.exists():
+                os.replace(stale, output_dir)
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def process_alive(pid: int) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from colossal_lang.atomic_folder import fsync_tree
+from colossal_lang.atomic_folder import fsync_tree, replace_folder
 from colossal_lang.errors import InputError
 
 COMPLETE = "COMPLETE"
@@ -116,9 +116,7 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir
         (staging / RUNNING_STATES).write_text(json.dumps(states, indent=2, default=str) + "\n", encoding="utf-8")
         (staging / COMPLETE).write_text(f"{tag}\n", encoding="utf-8")
         fsync_tree(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
+        replace_folder(staging, final)
         if keep_last > 0:
             for old in complete_checkpoints(save_dir)[:-keep_last]:
                 # The marker goes first: a removal cut short never leaves a checkpoint that looks complete.
@@ -196,8 +194,6 @@ def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merg
     if rank == 0:
         tokenizer.save_pretrained(staging)
         fsync_tree(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
+        replace_folder(staging, final)
     barrier()
     return final
