@@ -16,7 +16,6 @@ import argparse
 import collections
 import datetime
 import json
-import math
 import os
 import platform
 import shutil
@@ -40,84 +39,27 @@ def read_targets(path: Path, limit: int) -> list:
         return [json.loads(line)["target"] for line, _ in zip(handle, range(limit))]
 
 
-def expand_byte_level_tokenizer(base_dir: Path, texts: list, czech_vocab_size: int, output_dir: Path) -> int:
-    """Append a Czech BPE's new tokens and merges to the byte-level tokenizer in `base_dir` (the fallback expansion)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import AutoTokenizer
-
-    czech = Tokenizer(models.BPE())
-    czech.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=czech_vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    czech.train_from_iterator(texts, trainer)
-    base = AutoTokenizer.from_pretrained(base_dir)
-    spec = json.loads(base.backend_tokenizer.to_str())
-    vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
-    known = {tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges}
-    added = 0
-    for merge in json.loads(czech.to_str())["model"]["merges"]:
-        left, right = merge if isinstance(merge, list) else merge.split(" ")
-        if (left, right) in known or left not in vocab or right not in vocab:
-            continue
-        if left + right not in vocab:
-            vocab[left + right] = len(base) + added
-            added += 1
-        merges.append([left, right] if isinstance(merges[0], list) else f"{left} {right}")
-    base.save_pretrained(output_dir)
-    for stale in ("vocab.json", "merges.txt"):
-        (output_dir / stale).unlink(missing_ok=True)
-    (output_dir / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-    return added
-
-
 def bits_per_byte(model, tokenizer, texts: list) -> tuple:
-    """(bits per byte, tokens) with the evaluation stage's scorer, or an equivalent fallback if it is absent.
+    """(bits per byte, tokens) with the evaluation stage's scorer: 512-token windows, stride 256."""
+    from colossal_lang.evaluation.perplexity import bits_per_byte as project_bits_per_byte
 
-    Fallback: sum of next-token NLL (nats) / ln 2 / UTF-8 bytes, every token predicted after one eos,
-    non-overlapping 512-token windows.
-    """
-    try:
-        from colossal_lang.evaluation.perplexity import bits_per_byte as project_bits_per_byte
-    except ImportError:
-        project_bits_per_byte = None
-    if project_bits_per_byte is not None:
-        result = project_bits_per_byte(model, tokenizer, texts, max_length=512, stride=256, batch_size=4, progress=False)
-        return result.bits_per_byte, result.num_tokens
-    total_nats, total_bytes, total_tokens = 0.0, 0, 0
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        total_bytes += len(text.encode("utf-8"))
-        total_tokens += len(ids)
-        for begin in range(0, len(ids), 511):
-            window = torch.tensor([[tokenizer.eos_token_id] + ids[begin : begin + 511]])
-            with torch.no_grad():
-                logits = model(window).logits[0, :-1].float()
-            total_nats += torch.nn.functional.cross_entropy(logits, window[0, 1:], reduction="sum").item()
-    return total_nats / math.log(2) / total_bytes, total_tokens
+    result = project_bits_per_byte(model, tokenizer, texts, max_length=512, stride=256, batch_size=4, progress=False)
+    return result.bits_per_byte, result.num_tokens
 
 
-def build_czech_tokenizer(workdir: Path, czech_train: list, czech_vocab_size: int) -> tuple:
-    """The tokenizer stage's pipeline (train a Czech byte-level BPE, expand SmolLM2 protecting English),
-    or, where that stage is missing or fails, a plain library-call expansion. Returns (folder, how)."""
+def build_czech_tokenizer(workdir: Path, czech_vocab_size: int) -> tuple:
+    """The tokenizer stage's pipeline: train a Czech byte-level BPE, expand SmolLM2 protecting English.
+    Returns (folder, how)."""
+    from colossal_lang.tokenizer import init_tokenizer, train_tokenizer
+
     output = workdir / "tokenizer-cs"
-    try:
-        from colossal_lang.tokenizer import init_tokenizer, train_tokenizer
-
-        trained = workdir / "trained-cs"
-        train_tokenizer.main(["--data_input_dirs", "data/pretrain/cs", "--model_type", "byte_level_bpe",
-                              "--base_tokenizer_dir", str(SMOLLM2), "--vocab_size", str(czech_vocab_size), "--output_dir", str(trained)])
-        init_tokenizer.main(["--source_tokenizer_dir", str(SMOLLM2), "--target_tokenizer_dir", str(output),
-                             "--expand_from_tokenizer", str(trained), "--reference_text", "data/pretrain/en"])
-        return output, (f"colossal_lang.tokenizer: a {czech_vocab_size}-token Czech byte-level BPE trained on data/pretrain/cs, "
-                        "appended to SmolLM2's tokenizer with pieces that would change data/pretrain/en's tokenization left out")
-    except Exception as error:  # the stage is developed alongside; the benchmark must still run without it
-        print(f"colossal_lang.tokenizer unavailable ({error!r}); expanding with library calls", flush=True)
-        shutil.rmtree(output, ignore_errors=True)
-        output.mkdir(parents=True)
-        expand_byte_level_tokenizer(SMOLLM2, czech_train, czech_vocab_size, output)
-        return output, (f"library calls: a {czech_vocab_size}-token Czech byte-level BPE trained on data/pretrain/cs "
-                        "with `tokenizers`, its new tokens and merges appended to SmolLM2's (no protection of English)")
+    trained = workdir / "trained-cs"
+    train_tokenizer.main(["--data_input_dirs", "data/pretrain/cs", "--model_type", "byte_level_bpe",
+                          "--base_tokenizer_dir", str(SMOLLM2), "--vocab_size", str(czech_vocab_size), "--output_dir", str(trained)])
+    init_tokenizer.main(["--source_tokenizer_dir", str(SMOLLM2), "--target_tokenizer_dir", str(output),
+                         "--expand_from_tokenizer", str(trained), "--reference_text", "data/pretrain/en"])
+    return output, (f"colossal_lang.tokenizer: a {czech_vocab_size}-token Czech byte-level BPE trained on data/pretrain/cs, "
+                    "appended to SmolLM2's tokenizer with pieces that would change data/pretrain/en's tokenization left out")
 
 
 def peak_rss_kib() -> int:
@@ -170,9 +112,8 @@ def main() -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     import_smollm2(SMOLLM2)
     workdir = Path(tempfile.mkdtemp(prefix="bench-model-init-"))
-    czech_train = [t for name in ("fortunes", "libreoffice_help", "gnome_help") for t in read_targets(REPO / "data/pretrain/cs" / f"{name}.jsonl", 10**6)]
     os.chdir(REPO)
-    tokenizer_dir, how = build_czech_tokenizer(workdir, czech_train, args.czech_vocab_size)
+    tokenizer_dir, how = build_czech_tokenizer(workdir, args.czech_vocab_size)
     added = len(AutoTokenizer.from_pretrained(tokenizer_dir)) - len(AutoTokenizer.from_pretrained(SMOLLM2))
     heldout = {
         language: [text[: args.chars] for name in files for text in read_targets(REPO / "data/heldout" / name, args.docs)]
