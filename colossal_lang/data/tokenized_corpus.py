@@ -7,6 +7,7 @@ with a clear error, chunking + packing per category, resampling, bucketing, and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -18,16 +19,14 @@ from colossal_lang.data.mixing import build_buckets, resample_rows
 from colossal_lang.data.packing import pack_spans
 from colossal_lang.data.tokenize_pretrain import IGNORE_INDEX
 from colossal_lang.errors import InputError
+from colossal_lang.tokenizer.load import load_hf_tokenizer
 
 
 def load_tokenizer(tokenizer_dir):
     """A fast Hugging Face tokenizer from `tokenizer_dir`, or an InputError naming the folder."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    except Exception as error:  # missing or broken files surface as many different exception types
-        raise InputError(f"cannot load tokenizer: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", tokenizer_dir) from None
+    if not Path(tokenizer_dir).is_dir():
+        raise InputError("no such tokenizer folder", tokenizer_dir)
+    tokenizer = load_hf_tokenizer(tokenizer_dir)
     # Documents are chunked here, so the model's context limit does not apply to whole documents.
     tokenizer.model_max_length = 1 << 60
     if not getattr(tokenizer, "is_fast", False):

@@ -8,7 +8,9 @@ from typing import Optional, Tuple
 import torch
 
 from colossal_lang.errors import InputError
-from colossal_lang.tokenizer.load import first_line, load_hf_tokenizer
+from colossal_lang.model.loading import check_model_folder as check_folder
+from colossal_lang.model.loading import load_causal_lm
+from colossal_lang.tokenizer.load import load_hf_tokenizer
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
@@ -39,16 +41,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def check_model_folder(model_path) -> Path:
     """Raise InputError unless `model_path` is a folder holding a Hugging Face config.json."""
-    path = Path(model_path)
-    if not path.exists():
-        raise InputError("no such model folder", path)
-    if not path.is_dir():
-        raise InputError("expected a Hugging Face model folder, got a file", path)
-    if not (path / "config.json").is_file():
-        raise InputError(
-            "not a Hugging Face model folder (no config.json); for a training checkpoint pass its final/ folder", path
-        )
-    return path
+    return check_folder(model_path, hint="; for a training checkpoint pass its final/ folder")
 
 
 def load_tokenizer(tokenizer_path):
@@ -63,18 +56,11 @@ def load_model_and_tokenizer(
     model_path, device: Optional[str] = None, dtype: str = "auto", tokenizer_path=None
 ) -> Tuple[torch.nn.Module, object]:
     """Load `AutoModelForCausalLM` + `AutoTokenizer` from local folders, in eval mode on `device`."""
-    from transformers import AutoModelForCausalLM
-
     path = check_model_folder(model_path)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     tokenizer = load_tokenizer(tokenizer_path or path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch_dtype)
-    except MemoryError:
-        raise
-    except Exception as error:  # missing or truncated weights (SafetensorError), a bad config, an unknown architecture
-        raise InputError(f"cannot load a causal LM: {type(error).__name__}: {first_line(error)}", path) from None
+    model = load_causal_lm(path, torch_dtype)
     model.to(torch_device)
     model.eval()
     return model, tokenizer

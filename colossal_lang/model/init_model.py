@@ -34,7 +34,8 @@ from colossal_lang.model.new_token_rows import (
     pieces_of_new_tokens,
 )
 from colossal_lang.tokenizer.hf_folder import check_output_folder, staged_folder
-from colossal_lang.tokenizer.load import first_line, load_hf_tokenizer
+from colossal_lang.model.loading import check_model_folder, load_causal_lm
+from colossal_lang.tokenizer.load import load_hf_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -166,17 +167,9 @@ def expand_model(
 
 
 def load_source(source_path: Path, dtype: Optional[torch.dtype]):
-    from transformers import AutoModelForCausalLM
-
-    if not (source_path / "config.json").is_file():
-        raise InputError("not a Hugging Face model folder (no config.json)", source_path)
+    check_model_folder(source_path)  # before the tokenizer: a folder without config.json is named as such
     tokenizer = load_hf_tokenizer(source_path, "source tokenizer")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source_path, torch_dtype=dtype or "auto", low_cpu_mem_usage=True)
-    except MemoryError:
-        raise
-    except Exception as error:  # missing or truncated weights, a bad config.json, an unknown architecture
-        raise InputError(f"cannot load the source model: {type(error).__name__}: {first_line(error)}", source_path) from None
+    model = load_causal_lm(source_path, dtype or "auto", what="the source model")
     return model.eval(), tokenizer
 
 

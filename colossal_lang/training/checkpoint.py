@@ -145,8 +145,59 @@ def is_weights_only(path: Path) -> bool:
     return not (path / RUNNING_STATES).is_file()
 
 
+WEIGHT_INDEX_FILES = ("pytorch_model.bin.index.json", "model.safetensors.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def saved_weight_names(path: Path) -> set:
+    """The parameter names a weights folder holds, read from its index, else from its single weights file."""
+    for name in WEIGHT_INDEX_FILES:
+        if (path / name).is_file():
+            try:
+                return set(json.loads((path / name).read_text(encoding="utf-8"))["weight_map"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise InputError(f"not a weights index (no readable weight_map): {error}", path / name) from None
+    try:
+        if (path / WEIGHT_FILES[0]).is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path / WEIGHT_FILES[0]), framework="pt") as weights:
+                return set(weights.keys())
+        if (path / WEIGHT_FILES[1]).is_file():
+            return set(torch.load(path / WEIGHT_FILES[1], map_location="cpu", weights_only=True, mmap=True))
+    except MemoryError:
+        raise
+    except Exception as error:  # a truncated or corrupt weights file
+        raise InputError(f"cannot read the weights: {type(error).__name__}: {str(error).strip()[:200]}", path) from None
+    raise InputError(f"no model weights here (none of {', '.join(WEIGHT_INDEX_FILES + WEIGHT_FILES)})", path)
+
+
+def is_lora_adapter(name: str) -> bool:
+    return ".lora_" in name  # lora_A / lora_B / lora_embedding_*: new adapters start from their own init
+
+
+def check_weight_names(expected: set, saved: set, path: Path, tied: bool) -> None:
+    """InputError naming `path` when the folder lacks a weight the model has, or holds one it does not.
+
+    A tied lm_head.weight may be absent (save_pretrained drops it; it is the embedding matrix).
+    """
+    missing = {n for n in expected - saved if not is_lora_adapter(n) and not (tied and n == "lm_head.weight")}
+    unexpected = {n for n in saved - expected if not is_lora_adapter(n)}
+    for names, problem in ((missing, "lacks weights the model has"), (unexpected, "holds weights the model does not have")):
+        if names:
+            shown = ", ".join(sorted(names)[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise InputError(f"weights-only loading refused: the folder {problem} ({len(names)}: {shown})", path)
+
+
 def load_weights(booster, model, path: Path) -> None:
-    booster.load_model(model, str(path), strict=False)
+    """Weights only from a `modeling` (or Hugging Face) folder; refused unless its names match the model's."""
+    state = model.unwrap().state_dict()  # what the checkpoint IO loads into (LoRA: base names plus adapters)
+    head = state.get("lm_head.weight")
+    # Tied: the head shares the embedding's storage (a LoRA-unwrapped module has no .config to ask).
+    tied = head is not None and any(
+        name != "lm_head.weight" and tensor.data_ptr() == head.data_ptr() for name, tensor in state.items())
+    check_weight_names(set(state), saved_weight_names(Path(path)), Path(path), tied)
+    booster.load_model(model, str(path), strict=False)  # names checked above; a tied lm_head may be absent
 
 
 def load_checkpoint(booster, model, optimizer, lr_scheduler, path: Path) -> dict:

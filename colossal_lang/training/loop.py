@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from colossal_lang.data.arrow_output import tokenizer_hash
 from colossal_lang.data.loader import load_prepared_dataset
+from colossal_lang.model.loading import load_model_config
 from colossal_lang.training import adaptation, checkpoint, plugins
 from colossal_lang.training.config import effective_config, write_config_file
 from colossal_lang.training.metrics import MetricsWriter, Throughput, flops_per_token, memory_gib, peak_flops_per_device
@@ -51,10 +52,10 @@ def train(args: argparse.Namespace) -> dict:
     import colossalai
     from colossalai.accelerator import get_accelerator
     from colossalai.booster import Booster
-    from transformers import AutoConfig, AutoTokenizer, set_seed
+    from transformers import AutoTokenizer, set_seed
 
     # ---- checks that need only the world size and the model's shape, then launch
-    model_config = AutoConfig.from_pretrained(args.pretrained)
+    model_config = load_model_config(args.pretrained)
     plugins.check_plugin(args, int(os.environ.get("WORLD_SIZE", "1")), model_config)
     prepared = load_prepared_dataset(args.dataset)
     if not dist.is_initialized():  # (tests run several single-process trainings in one interpreter)

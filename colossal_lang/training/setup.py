@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from colossal_lang.data.loader import IndexedRows, PackedCollator, PreparedDataset, ResumableSampler
 from colossal_lang.errors import InputError
+from colossal_lang.model.loading import load_causal_lm, load_model_config
 from colossal_lang.training import adaptation
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -25,14 +26,8 @@ def parameter_dtype(args) -> torch.dtype:
     return torch.float32 if args.plugin == "ddp" else DTYPES[args.mixed_precision]
 
 
-def load_causal_lm(path, args, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            path, torch_dtype=dtype, attn_implementation=attention_implementation(args), low_cpu_mem_usage=True)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot load a causal LM: {error}", path) from None
+def load_training_lm(path, args, dtype: torch.dtype):
+    return load_causal_lm(path, dtype, attn_implementation=attention_implementation(args))
 
 
 @dataclass
@@ -47,16 +42,14 @@ class ModelParts:
 def original_vocab_size(args, model_config) -> int:
     """Rows of the original model: the reference model's vocabulary, else --new_token_start, else the model's."""
     if args.reference_model:
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(args.reference_model).vocab_size
+        return load_model_config(args.reference_model).vocab_size
     if args.new_token_start:
         return args.new_token_start
     return model_config.vocab_size
 
 
 def build_model(args: argparse.Namespace, model_config) -> ModelParts:
-    model = load_causal_lm(args.pretrained, args, parameter_dtype(args))
+    model = load_training_lm(args.pretrained, args, parameter_dtype(args))
     vocab_rows = model.get_input_embeddings().weight.shape[0]
     original_rows = original_vocab_size(args, model_config)
     new_token_start = args.new_token_start or (original_rows if args.reference_model else None)
@@ -80,7 +73,7 @@ def build_reference(args, device) -> Optional[torch.nn.Module]:
     if args.kl_coef <= 0:
         return None
     dtype = torch.float32 if args.mixed_precision == "fp32" else DTYPES[args.mixed_precision]
-    reference = load_causal_lm(args.reference_model or args.pretrained, args, dtype)
+    reference = load_training_lm(args.reference_model or args.pretrained, args, dtype)
     reference.requires_grad_(False)
     return reference.eval().to(device)
 

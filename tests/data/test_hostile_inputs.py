@@ -113,7 +113,7 @@ def test_bad_inputs_and_flags(case, smollm2_tokenizer_dir, prepare_pretrain, tmp
         tokenizer_dir = tmp_path / "tokenizer"
         tokenizer_dir.mkdir()
         (tokenizer_dir / "tokenizer_config.json").write_text("{}")
-        message = r"tokenizer: cannot load tokenizer"
+        message = r"tokenizer: cannot load the tokenizer \(the folder holds tokenizer_config\.json\): \S"
     elif case == "unknown weight category":
         extra, message = ["--category_weights", "cs=0.5,de=0.5"], r"names category 'de' that no record has"
     else:
