@@ -15,6 +15,7 @@ import torch.distributed as dist
 from colossal_lang.data.arrow_output import tokenizer_hash
 from colossal_lang.data.loader import load_prepared_dataset
 from colossal_lang.model.loading import load_model_config
+from colossal_lang.tokenizer.load import load_hf_tokenizer
 from colossal_lang.training import adaptation, checkpoint, plugins
 from colossal_lang.training.config import effective_config, write_config_file
 from colossal_lang.training.metrics import MetricsWriter, Throughput, flops_per_token, memory_gib, peak_flops_per_device
@@ -52,19 +53,19 @@ def train(args: argparse.Namespace) -> dict:
     import colossalai
     from colossalai.accelerator import get_accelerator
     from colossalai.booster import Booster
-    from transformers import AutoTokenizer, set_seed
+    from transformers import set_seed
 
     # ---- checks that need only the world size and the model's shape, then launch
     model_config = load_model_config(args.pretrained)
     plugins.check_plugin(args, int(os.environ.get("WORLD_SIZE", "1")), model_config)
     prepared = load_prepared_dataset(args.dataset)
+    tokenizer = load_hf_tokenizer(args.tokenizer_dir)
     if not dist.is_initialized():  # (tests run several single-process trainings in one interpreter)
         single_process_defaults()
         colossalai.launch_from_torch(seed=args.seed, verbose=False)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     is_master = rank == 0
     device = get_accelerator().get_current_device()
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_dir)
     if prepared.tokenizer_hash and prepared.tokenizer_hash != tokenizer_hash(args.tokenizer_dir):
         # A warning, not an error: re-saving an identical tokenizer can change its files' bytes. Token ids
         # beyond the embeddings are refused at the first step.

@@ -115,3 +115,16 @@ def test_tied_head_may_be_absent_but_nothing_else(tiny_model_dir, tmp_path):
     with pytest.raises(InputError, match="no model weights here") as caught:
         checkpoint.load_weights(boosted, boosted, tmp_path / "empty")
     assert caught.value.path == str(tmp_path / "empty")
+
+
+def test_a_tokenizer_folder_without_tokenizer_files_exits_2_before_launch(tiny_model_dir, packed_dataset, tmp_path,
+                                                                         monkeypatch, capsys):
+    model = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model_dir, model)
+    for path in model.iterdir():
+        if "token" in path.name or path.name in ("vocab.json", "merges.txt"):
+            path.unlink()
+    status, stderr = run_train_in_process(base_args(model, packed_dataset, tmp_path / "save"), monkeypatch, capsys)
+    assert status == 2 and "Traceback" not in stderr
+    [line] = error_lines(stderr)
+    assert line.startswith(f"error: {model}: cannot load the tokenizer: the folder holds none of ")
