@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from colossal_lang.atomic_folder import staged_folder
+from colossal_lang.data.batch_tokenize import labels_of
 from colossal_lang.errors import InputError
 
 FORMAT = "colossal-lang/packed-v1"
@@ -25,7 +26,7 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "tokenizer.model", "chat_template.json", "chat_template.jinja",
 )
-ROWS_PER_TABLE_CHUNK = 65536
+TOKENS_PER_TABLE_CHUNK = 1 << 22  # rows are gathered in pieces of about this many tokens, to bound memory
 
 
 def tokenizer_hash(folder) -> str:
@@ -41,23 +42,29 @@ def tokenizer_hash(folder) -> str:
 
 
 def rows_table(
-    token_ids: np.ndarray, labels: np.ndarray, span_starts: np.ndarray, span_lengths: np.ndarray,
+    token_ids: np.ndarray, learned: np.ndarray, span_starts: np.ndarray, span_lengths: np.ndarray,
     rows: Sequence[Sequence[int]], categories: Sequence[str],
 ) -> pa.Table:
-    """Arrow table of packed rows: row r concatenates spans `rows[r]` of the flat token/label arrays."""
+    """Arrow table of packed rows: row r concatenates spans `rows[r]` of the flat token arrays.
+
+    Labels are the token ids where `learned`, IGNORE_INDEX elsewhere.
+    """
     spans_per_row = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     span_order = np.fromiter((span for row in rows for span in row), dtype=np.int64, count=int(spans_per_row.sum()))
     lengths = span_lengths[span_order]
     starts = span_starts[span_order]
-    # Gather index of every output token: span start + position inside the span.
+    # Gather index of every output token: span start + position inside the span (built in place).
     output_start = np.cumsum(lengths) - lengths
-    gather = np.repeat(starts - output_start, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    gather = np.arange(int(lengths.sum()), dtype=np.int64)
+    gather += np.repeat(starts - output_start, lengths)
     row_tokens = np.add.reduceat(lengths, np.cumsum(spans_per_row) - spans_per_row) if len(rows) else np.zeros(0, np.int64)
     token_offsets = pa.array(np.concatenate([[0], np.cumsum(row_tokens)]).astype(np.int32))
     doc_offsets = pa.array(np.concatenate([[0], np.cumsum(spans_per_row)]).astype(np.int32))
+    row_ids = token_ids.take(gather).astype(np.int32, copy=False)
+    row_labels = labels_of(row_ids, learned.take(gather))
     return pa.table({
-        "input_ids": pa.ListArray.from_arrays(token_offsets, pa.array(token_ids[gather].astype(np.int32))),
-        "labels": pa.ListArray.from_arrays(token_offsets, pa.array(labels[gather].astype(np.int32))),
+        "input_ids": pa.ListArray.from_arrays(token_offsets, pa.array(row_ids)),
+        "labels": pa.ListArray.from_arrays(token_offsets, pa.array(row_labels)),
         "doc_lengths": pa.ListArray.from_arrays(doc_offsets, pa.array(lengths.astype(np.int32))),
         "category": pa.array(list(categories), type=pa.string()),
     })

@@ -1,6 +1,6 @@
 """`prepare_pretrain_dataset.py`: validated jsonl → masked, chunked, packed, category-binned arrow shards.
 
-validate (main process, file:line errors) → tokenize + loss boundary (`datasets.map`, `num_proc`)
+validate (main process, file:line errors) → tokenize + loss boundary (in order, `num_proc` workers)
 → chunk → pack per category → resample to weights → bins/buckets → arrow parts + manifest.json.
 """
 
@@ -17,11 +17,11 @@ from colossal_lang.cli import parse_args_with_config
 from colossal_lang.data.arrow_output import FORMAT, check_existing_output, tokenizer_hash, write_dataset
 from colossal_lang.data.jsonl import ON_ERROR_CHOICES
 from colossal_lang.data.mixing import ORDER_CHOICES, parse_category_weights
-from colossal_lang.data.records import read_validated, validate_pretrain_record
+from colossal_lang.data.records import scan_inputs, validate_pretrain_record
 from colossal_lang.data.summary import print_summary
 from colossal_lang.data.tokenize_pretrain import document_specials, tokenize_pretrain_batch
 from colossal_lang.data.tokenized_corpus import (
-    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, parallel_map, plan_buckets,
+    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, plan_buckets, tokenize_inputs,
 )
 from colossal_lang.errors import InputError
 
@@ -103,30 +103,26 @@ def write_and_summarise(command: str, output_dir: Path, tables, manifest: Dict, 
 
 def prepare_pretrain(args) -> Dict:
     """Run the whole pretraining preparation for parsed `args`; returns the manifest written."""
-    from datasets import Dataset, disable_caching
-
     started = time.time()
     check_common_flags(args)
     weights = parse_category_weights(args.category_weights)
     tokenizer = load_tokenizer(args.tokenizer_dir)
-    read = read_validated(args.data_input_dirs, validate_pretrain_record, args.on_error)
+    inputs = scan_inputs(args.data_input_dirs)
     output_dir = Path(args.data_output_dirs)
-    fingerprint, tokenizer_sha256 = output_fingerprint(args, read.input_sha256, kind="pretrain")
+    fingerprint, tokenizer_sha256 = output_fingerprint(args, inputs.sha256, kind="pretrain")
     existing = already_prepared(output_dir, fingerprint, args.overwrite)
     if existing is not None:
         return existing
 
-    category_order = category_order_of(weights, read.columns["category"])
     specials = document_specials(tokenizer)
-    disable_caching()  # intermediate results live in memory/temp files, never in ~/.cache
-    # The arrow copy is all that is needed from here: free the Python strings.
-    records = Dataset.from_dict({"source": read.columns.pop("source"), "target": read.columns.pop("target")})
-    tokenized = parallel_map(
-        records, tokenize_pretrain_batch, args.num_proc,
+    batches, read = tokenize_inputs(
+        inputs, validate_pretrain_record, args.on_error, tokenize_pretrain_batch,
         {"tokenizer": tokenizer, "prefix_ids": specials.prefix_ids, "suffix_ids": specials.suffix_ids},
-        fingerprint, "tokenizing", batch_size=1000,
+        args.num_proc, batch_size=1000, desc="reading + tokenizing",
     )
-    corpus = TokenizedCorpus.from_dataset(tokenized, read.columns["category"], category_order)
+    category_order = category_order_of(weights, read.columns["category"])
+    corpus = TokenizedCorpus.from_batches(batches, read.columns["category"], category_order)
+    del batches
     packed = chunk_and_pack(corpus, args.max_length)
     buckets = plan_buckets(packed, category_order, weights, args.num_spliced_dataset_bins, args.order, args.seed, args.total_tokens)
     counts = bucket_counts(packed, corpus, buckets)

@@ -1,7 +1,7 @@
 """`prepare_sft_dataset.py`: validated conversations → chat-templated, assistant-masked arrow shards.
 
 validate (file:line errors) → render with the chat template + tokenize + label assistant spans
-(`datasets.map`, `num_proc`) → drop whole trailing turns past max_length → optional packing
+(in order, `num_proc` workers) → drop whole trailing turns past max_length → optional packing
 → categories, weights, buckets → arrow parts + manifest.json (kind "sft"), same format as pretraining.
 """
 
@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
+import numpy as np
+
 from colossal_lang.cli import parse_args_with_config
 from colossal_lang.data.arrow_output import FORMAT
 from colossal_lang.data.chat_templates import TEMPLATE_CHOICES, resolve_template
@@ -20,11 +22,11 @@ from colossal_lang.data.mixing import parse_category_weights
 from colossal_lang.data.prepare_pretrain import (
     add_common_flags, already_prepared, category_order_of, check_common_flags, output_fingerprint, write_and_summarise,
 )
-from colossal_lang.data.records import normalize_reasons, read_validated, validate_sft_record
+from colossal_lang.data.records import normalize_reasons, scan_inputs, validate_sft_record
 from colossal_lang.data.tokenize_sft import tokenize_sft_batch
 from colossal_lang.data.tokenized_corpus import (
-    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, one_row_per_document, parallel_map,
-    plan_buckets,
+    TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, one_row_per_document, plan_buckets,
+    tokenize_inputs,
 )
 
 
@@ -40,8 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def prepare_sft(args) -> Dict:
     """Run the whole SFT preparation for parsed `args`; returns the manifest written."""
-    from datasets import Dataset, disable_caching
-
     started = time.time()
     check_common_flags(args)
     weights = parse_category_weights(args.category_weights)
@@ -49,34 +49,33 @@ def prepare_sft(args) -> Dict:
     if args.llama_version is not None and args.chat_template == "auto":
         args.chat_template = f"llama{args.llama_version}"
     template = resolve_template(tokenizer, args.chat_template)
-    read = read_validated(args.data_input_dirs, validate_sft_record, args.on_error)
+    inputs = scan_inputs(args.data_input_dirs)
     output_dir = Path(args.data_output_dirs)
-    fingerprint, tokenizer_sha256 = output_fingerprint(args, read.input_sha256, kind="sft", template=template.source)
+    fingerprint, tokenizer_sha256 = output_fingerprint(args, inputs.sha256, kind="sft", template=template.source)
     existing = already_prepared(output_dir, fingerprint, args.overwrite)
     if existing is not None:
         return existing
 
-    disable_caching()
-    records = Dataset.from_dict({"messages": read.columns["messages"]})
-    tokenized = parallel_map(
-        records, tokenize_sft_batch, args.num_proc,
+    batches, read = tokenize_inputs(
+        inputs, validate_sft_record, args.on_error, tokenize_sft_batch,
         {"tokenizer": tokenizer, "template": template, "max_length": args.max_length},
-        fingerprint, "rendering + tokenizing", batch_size=256,
+        args.num_proc, batch_size=256, desc="rendering + tokenizing",
     )
     # Problems found while tokenizing (first turn too long, template trouble) still name file:line.
+    problems = [problem for batch in batches for problem in batch.problems]
+    truncated_flags = np.concatenate([batch.truncated for batch in batches])
     keep, skipped = [], read.skipped
-    for index, problem in enumerate(tokenized["problem"]):
+    for index, problem in enumerate(problems):
         if problem:
             report_bad_record(read.paths[index], read.lines[index], problem, args.on_error, skipped)
         else:
             keep.append(index)
     if not keep:
         report_bad_record(read.paths[0], None, "no conversation left after tokenization", "raise", None)
-    truncated_flags = tokenized["truncated"]
-    tokenized = tokenized.select(keep).remove_columns(["problem", "truncated"])
     kept_categories = [read.columns["category"][index] for index in keep]
     category_order = category_order_of(weights, kept_categories)
-    corpus = TokenizedCorpus.from_dataset(tokenized, kept_categories, category_order)
+    corpus = TokenizedCorpus.from_batches(batches, kept_categories, category_order, keep=np.asarray(keep, dtype=np.int64))
+    del batches
     if args.packing == "none":
         packed = one_row_per_document(corpus)
     else:

@@ -1,8 +1,8 @@
 """Record schemas: validate pretraining and SFT jsonl records, naming the file and line of each bad one.
 
-Validation happens in the main process, before any tokenization, so that a bad record is reported
-with its exact file and line (or counted by reason under `on_error="skip"`), never as a crash deep
-inside `datasets`.
+Validation happens in the main process as the records stream to tokenization, so that a bad record
+is reported with its exact file and line (or counted by reason under `on_error="skip"`), never as a
+crash inside a tokenizer worker.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
-
-from tqdm import tqdm
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from colossal_lang.data.jsonl import iter_jsonl, list_jsonl_files, report_bad_record
 from colossal_lang.errors import InputError
@@ -101,38 +99,61 @@ def validate_sft_record(record: dict) -> Tuple[Optional[dict], Optional[str]]:
 
 
 @dataclass
-class ReadResult:
-    """Validated records as columns, with where each came from and what was skipped."""
+class InputFiles:
+    """The jsonl files of a run, in reading order, with their combined hash and line count."""
 
-    columns: Dict[str, list]
-    paths: List[str]
-    lines: List[int]
+    files: List[Path]
+    sha256: str
+    lines: int  # newline count, the progress bar's total
+
+
+def scan_inputs(inputs: Union[str, Iterable[str]]) -> InputFiles:
+    """List the jsonl files under `inputs` (sorted within each folder) and hash names and contents."""
+    files = list_jsonl_files(inputs)
+    digest = hashlib.sha256()
+    lines = 0
+    for path in files:
+        digest.update(str(path).encode() + b"\0")
+        file_digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                file_digest.update(block)
+                lines += block.count(b"\n")
+        digest.update(file_digest.hexdigest().encode())
+    return InputFiles(files, digest.hexdigest(), lines)
+
+
+@dataclass
+class ReadResult:
+    """What reading kept (per record: the metadata columns, file and line) and what it skipped."""
+
+    columns: Dict[str, list] = field(default_factory=dict)
+    paths: List[str] = field(default_factory=list)
+    lines: List[int] = field(default_factory=list)
     records_read: int = 0
     skipped: Counter = field(default_factory=Counter)
     input_files: List[str] = field(default_factory=list)
-    input_sha256: str = ""
 
     @property
     def kept(self) -> int:
         return len(self.lines)
 
 
-def read_validated(
-    inputs: Union[str, Iterable[str]],
+def iter_validated(
+    inputs: InputFiles,
     validate: Callable[[dict], Tuple[Optional[dict], Optional[str]]],
-    on_error: str = "raise",
-) -> ReadResult:
-    """Read every jsonl file under `inputs` (sorted within each folder), validating each record.
+    on_error: str,
+    result: ReadResult,
+    metadata: Tuple[str, ...] = ("category",),
+) -> Iterator[dict]:
+    """Yield every valid record of `inputs` in order, noting its `metadata` fields, file and line in `result`.
 
     Raises InputError on the first bad record (`on_error="raise"`) or counts it by reason. An empty
-    file is an input error either way: it is almost always a failed export, not a wish.
+    file is an input error either way: it is almost always a failed export, not a wish. When the
+    records are exhausted, `result` holds the final counts; no valid record at all is an InputError.
     """
-    files = list_jsonl_files(inputs)
-    digest = hashlib.sha256()
-    result = ReadResult(columns={}, paths=[], lines=[])
-    for path in tqdm(files, desc="reading + validating", unit="file", disable=len(files) < 2):
-        digest.update(str(path).encode() + b"\0")
-        digest.update(_file_sha256(path).encode())
+    for path in inputs.files:
+        path_text = str(path)
         seen_before = result.records_read + sum(result.skipped.values())
         for line_number, record in iter_jsonl(path, on_error=on_error, skipped=result.skipped):
             result.records_read += 1
@@ -140,21 +161,19 @@ def read_validated(
             if problem is not None:
                 report_bad_record(path, line_number, problem, on_error, result.skipped)
                 continue
-            for name, value in clean.items():
-                result.columns.setdefault(name, []).append(value)
-            result.paths.append(str(path))
+            for name in metadata:
+                result.columns.setdefault(name, []).append(clean[name])
+            result.paths.append(path_text)
             result.lines.append(line_number)
+            yield clean
         if result.records_read + sum(result.skipped.values()) == seen_before:
-            # An empty file is almost always a failed export, not a wish.
             report_bad_record(path, None, "empty file: no records", on_error, result.skipped)
-        result.input_files.append(str(path))
+        result.input_files.append(path_text)
     # Every non-blank line is a record read, including those that did not parse.
     result.records_read = result.kept + sum(count for reason, count in result.skipped.items() if reason != "empty file")
     result.skipped = normalize_reasons(result.skipped)
     if result.kept == 0:
-        raise InputError(f"no valid records in {len(files)} file(s); skipped: {dict(result.skipped)}", files[0])
-    result.input_sha256 = digest.hexdigest()
-    return result
+        raise InputError(f"no valid records in {len(inputs.files)} file(s); skipped: {dict(result.skipped)}", inputs.files[0])
 
 
 def normalize_reasons(skipped: Counter) -> Counter:
@@ -165,11 +184,3 @@ def normalize_reasons(skipped: Counter) -> Counter:
         reason = re.sub(r", got \w+$", "", reason)
         grouped[reason] += count
     return grouped
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

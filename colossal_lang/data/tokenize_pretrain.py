@@ -12,11 +12,10 @@ SmolLM2: nothing in front), and every document ends with the tokenizer's EOS as 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import List
 
+from colossal_lang.data.batch_tokenize import TokenizedBatch, flatten_documents
 from colossal_lang.errors import InputError
-
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -52,32 +51,26 @@ def _find_sublist(haystack: List[int], needle: List[int]) -> int:
     return -1
 
 
-def tokenize_pretrain_batch(batch: Dict[str, list], tokenizer, prefix_ids, suffix_ids) -> Dict[str, list]:
-    """`datasets.map(batched=True)` function: {source, target} → {input_ids, loss_start}.
+def tokenize_pretrain_batch(records: List[dict], tokenizer, prefix_ids, suffix_ids) -> TokenizedBatch:
+    """Batch function of `tokenize_in_order`: [{source, target}, ...] → documents with their labels.
 
-    Offsets are asked for only when a record of the batch has a source: pure pretraining text
-    (empty source) learns every token, and skipping offsets keeps the fast path fast.
+    The Rust tokenizer is called directly (the same ids as `tokenizer(text, add_special_tokens=False)`).
+    Offsets are computed only when a record of the batch has a source: pure pretraining text (empty
+    source) learns every token, and skipping offsets keeps the fast path fast.
     """
-    sources, targets = batch["source"], batch["target"]
-    needs_offsets = any(sources)
-    texts = [source + target for source, target in zip(sources, targets)] if needs_offsets else targets
-    encoded = tokenizer(
-        texts,
-        add_special_tokens=False,
-        return_offsets_mapping=needs_offsets,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )
+    backend = tokenizer.backend_tokenizer
+    sources = [record["source"] for record in records]
+    if any(sources):
+        encodings = backend.encode_batch([source + record["target"] for source, record in zip(sources, records)],
+                                         add_special_tokens=False)
+        first_targets = [first_token_ending_after(encoding.offsets, len(source)) if source else 0
+                         for source, encoding in zip(sources, encodings)]
+    else:
+        encodings = backend.encode_batch_fast([record["target"] for record in records], add_special_tokens=False)
+        first_targets = [0] * len(records)
     prefix, suffix = list(prefix_ids), list(suffix_ids)
-    all_ids, loss_starts = [], []
-    for index, token_ids in enumerate(encoded["input_ids"]):
-        boundary = len(sources[index])
-        first_target = 0
-        if boundary:
-            first_target = first_token_ending_after(encoded["offset_mapping"][index], boundary)
-        all_ids.append(prefix + token_ids + suffix)
-        loss_starts.append(len(prefix) + first_target)
-    return {"input_ids": all_ids, "loss_start": loss_starts}
+    documents = [prefix + encoding.ids + suffix for encoding in encodings]
+    return flatten_documents(documents, (len(prefix) + first for first in first_targets))
 
 
 def first_token_ending_after(offsets, boundary: int) -> int:
@@ -90,8 +83,3 @@ def first_token_ending_after(offsets, boundary: int) -> int:
         else:
             low = middle + 1
     return low
-
-
-def labels_for(input_ids: List[int], loss_start: int) -> List[int]:
-    """Labels of one document: -100 on the context, the token ids from `loss_start` (EOS included)."""
-    return [IGNORE_INDEX] * loss_start + list(input_ids[loss_start:])

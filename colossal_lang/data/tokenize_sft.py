@@ -11,10 +11,13 @@ first answer already does not fit is reported as a problem for the caller to rai
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
+import numpy as np
+
+from colossal_lang.data.batch_tokenize import TokenizedBatch
 from colossal_lang.data.chat_templates import ChatTemplate, render_conversation
-from colossal_lang.data.tokenize_pretrain import IGNORE_INDEX, first_token_ending_after
+from colossal_lang.data.tokenize_pretrain import first_token_ending_after
 
 
 def learned_mask(offsets, spans) -> List[bool]:
@@ -31,38 +34,42 @@ def learned_mask(offsets, spans) -> List[bool]:
     return mask
 
 
-def tokenize_sft_batch(batch: Dict[str, list], tokenizer, template: ChatTemplate, max_length: int) -> Dict[str, list]:
-    """`datasets.map(batched=True)` function: {messages} → {input_ids, labels, truncated, problem}."""
+def tokenize_sft_batch(records: List[dict], tokenizer, template: ChatTemplate, max_length: int) -> TokenizedBatch:
+    """Batch function of `tokenize_in_order`: [{messages}, ...] → conversations with assistant labels.
+
+    A conversation that cannot be rendered, or whose first answer does not fit, has no tokens and its
+    problem is returned for the caller to raise or skip with the record's file and line.
+    """
     rendered, problems = [], []
-    for messages in batch["messages"]:
+    for record in records:
         try:
-            rendered.append(render_conversation(tokenizer, template, messages))
+            rendered.append(render_conversation(tokenizer, template, record["messages"]))
             problems.append("")
         except ValueError as error:
             rendered.append(None)
             problems.append(f"template error: {error}")
-    texts = [item.text if item is not None else "" for item in rendered]
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True,
-                        return_attention_mask=False, return_token_type_ids=False)
-    out = {"input_ids": [], "labels": [], "truncated": [], "problem": problems}
-    for index, item in enumerate(rendered):
-        token_ids, offsets = encoded["input_ids"][index], encoded["offset_mapping"][index]
-        truncated = False
+    encodings = tokenizer.backend_tokenizer.encode_batch(
+        [item.text if item is not None else "" for item in rendered], add_special_tokens=False)
+    all_ids, all_learned, truncated = [], [], []
+    for index, (item, encoding) in enumerate(zip(rendered, encodings)):
+        token_ids, offsets, was_truncated = encoding.ids, encoding.offsets, False
         if item is not None and len(token_ids) > max_length:
             # Keep the longest run of whole turns that fits.
             fits = [first_token_ending_after(offsets, end) for end in item.turn_ends]
             kept = [count for count in fits if count <= max_length]
             if not kept:
-                out["problem"][index] = (f"first turn too long: {fits[0]} tokens through the first answer, "
-                                         f"max_length is {max_length}")
+                problems[index] = (f"first turn too long: {fits[0]} tokens through the first answer, "
+                                   f"max_length is {max_length}")
             else:
-                token_ids, offsets, truncated = token_ids[: kept[-1]], offsets[: kept[-1]], True
-        if item is None or out["problem"][index]:
-            token_ids, labels = [], []
+                token_ids, offsets, was_truncated = token_ids[: kept[-1]], offsets[: kept[-1]], True
+        if item is None or problems[index]:
+            token_ids, learned = [], []
         else:
-            mask = learned_mask(offsets, item.learned_spans)
-            labels = [token if learned else IGNORE_INDEX for token, learned in zip(token_ids, mask)]
-        out["input_ids"].append(token_ids)
-        out["labels"].append(labels)
-        out["truncated"].append(truncated)
-    return out
+            learned = learned_mask(offsets, item.learned_spans)
+        all_ids.append(token_ids)
+        all_learned.append(learned)
+        truncated.append(was_truncated)
+    lengths = np.fromiter(map(len, all_ids), dtype=np.int64, count=len(all_ids))
+    flat_ids = np.array([token for ids in all_ids for token in ids], dtype=np.int32)
+    flat_learned = np.array([flag for learned in all_learned for flag in learned], dtype=bool)
+    return TokenizedBatch(flat_ids, flat_learned, lengths, np.array(truncated, dtype=bool), problems)

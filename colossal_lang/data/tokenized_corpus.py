@@ -1,23 +1,26 @@
 """The tokenized corpus in the shape every later step wants: one flat token array, CSR document offsets.
 
-Also the steps shared by pretraining and SFT preparation after tokenization: loading the tokenizer
-with a clear error, chunking + packing per category, resampling, bucketing, and building the tables.
+Also the steps shared by pretraining and SFT preparation: loading the tokenizer with a clear error,
+reading + tokenizing the inputs, chunking + packing per category, resampling, bucketing, and building
+the tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
+from tqdm import tqdm
 
-from colossal_lang.data.arrow_output import ROWS_PER_TABLE_CHUNK, rows_table
+from colossal_lang.data.arrow_output import TOKENS_PER_TABLE_CHUNK, rows_table
+from colossal_lang.data.batch_tokenize import TokenizedBatch, batched, tokenize_in_order
 from colossal_lang.data.chunking import Spans, chunk_documents
 from colossal_lang.data.mixing import build_buckets, resample_rows
 from colossal_lang.data.packing import pack_spans
-from colossal_lang.data.tokenize_pretrain import IGNORE_INDEX
+from colossal_lang.data.records import InputFiles, ReadResult, iter_validated
 from colossal_lang.errors import InputError
 from colossal_lang.tokenizer.load import load_hf_tokenizer
 
@@ -34,28 +37,17 @@ def load_tokenizer(tokenizer_dir):
     return tokenizer
 
 
-def parallel_map(dataset, function, num_proc: int, fn_kwargs: dict, fingerprint: str, desc: str, batch_size: int):
-    """`dataset.map(batched=True)` over `num_proc` processes (one when there is too little to share).
-
-    With several processes, each tokenizer runs single-threaded: the Rust thread pool of every worker
-    would otherwise claim all cores, and the workers would fight over them.
-    """
-    import os
-
-    processes = num_proc if num_proc > 1 and len(dataset) >= 2 * num_proc else None
-    saved = os.environ.get("TOKENIZERS_PARALLELISM")
-    if processes:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        return dataset.map(function, batched=True, batch_size=batch_size, num_proc=processes,
-                           remove_columns=dataset.column_names, fn_kwargs=fn_kwargs,
-                           new_fingerprint=fingerprint[:16], desc=desc)
-    finally:
-        if processes:
-            if saved is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = saved
+def tokenize_inputs(inputs: InputFiles, validate, on_error: str, function, kwargs: dict, num_proc: int,
+                    batch_size: int, desc: str) -> Tuple[List[TokenizedBatch], ReadResult]:
+    """Read, validate and tokenize every record of `inputs` in order (see `batch_tokenize`)."""
+    read = ReadResult()
+    records = iter_validated(inputs, validate, on_error, read)
+    batches = []
+    with tqdm(total=inputs.lines, desc=desc, unit="doc", mininterval=1.0) as progress:
+        for batch in tokenize_in_order(batched(records, batch_size), function, kwargs, num_proc):
+            batches.append(batch)
+            progress.update(len(batch.lengths))
+    return batches, read
 
 
 @dataclass
@@ -63,30 +55,26 @@ class TokenizedCorpus:
     """Documents as a flat token array: document d is `token_ids[doc_offsets[d]:doc_offsets[d+1]]`."""
 
     token_ids: np.ndarray
-    labels: np.ndarray
+    learned: np.ndarray  # bool per token: learned (label = the token) or not (IGNORE_INDEX)
     doc_offsets: np.ndarray
     doc_category: np.ndarray  # index into `categories`, one per document
     categories: List[str]
 
     @classmethod
-    def from_dataset(cls, dataset, categories_per_doc: Sequence[str], category_order: Sequence[str]) -> "TokenizedCorpus":
-        """From a `datasets.Dataset` with `input_ids` and either `labels` or `loss_start` columns."""
-        if dataset._indices is not None:  # after select/filter the arrow table is not yet in row order
-            dataset = dataset.flatten_indices()
-        ids_column = dataset.data.column("input_ids").combine_chunks()
-        doc_offsets = np.asarray(ids_column.offsets, dtype=np.int64)
-        doc_offsets = doc_offsets - doc_offsets[0]
-        token_ids = np.asarray(ids_column.flatten(), dtype=np.int32)
-        if "labels" in dataset.column_names:
-            labels = np.asarray(dataset.data.column("labels").combine_chunks().flatten(), dtype=np.int32)
-        else:
-            loss_start = np.asarray(dataset.data.column("loss_start"), dtype=np.int64)
-            doc_lengths = np.diff(doc_offsets)
-            position_in_doc = np.arange(len(token_ids), dtype=np.int64) - np.repeat(doc_offsets[:-1], doc_lengths)
-            labels = np.where(position_in_doc < np.repeat(loss_start, doc_lengths), IGNORE_INDEX, token_ids).astype(np.int32)
+    def from_batches(cls, batches: Sequence[TokenizedBatch], categories_per_doc: Sequence[str],
+                     category_order: Sequence[str], keep: Optional[np.ndarray] = None) -> "TokenizedCorpus":
+        """Concatenate tokenized batches; `keep` (document indices) drops documents with a problem (no tokens)."""
+        token_ids = np.concatenate([batch.token_ids for batch in batches]) if batches else np.zeros(0, np.int32)
+        learned = np.concatenate([batch.learned for batch in batches]) if batches else np.zeros(0, bool)
+        lengths = np.concatenate([batch.lengths for batch in batches]) if batches else np.zeros(0, np.int64)
+        if keep is not None:
+            if int(lengths.sum()) != int(lengths[keep].sum()):
+                raise ValueError("a dropped document still holds tokens")
+            lengths = lengths[keep]
+        doc_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
         index_of = {name: index for index, name in enumerate(category_order)}
         doc_category = np.fromiter((index_of[name] for name in categories_per_doc), dtype=np.int64, count=len(categories_per_doc))
-        return cls(token_ids, labels, doc_offsets, doc_category, list(category_order))
+        return cls(token_ids, learned, doc_offsets, doc_category, list(category_order))
 
 
 @dataclass
@@ -135,32 +123,38 @@ def plan_buckets(packed: PackedRows, category_order, weights: Dict[str, float], 
 
 
 def bucket_tables(corpus: TokenizedCorpus, packed: PackedRows, buckets) -> Iterator[pa.Table]:
-    """One arrow table per bucket, built in chunks of rows to bound memory."""
+    """One arrow table per bucket, gathered in pieces of about `TOKENS_PER_TABLE_CHUNK` tokens."""
     for runs in buckets:
-        chunks, rows, categories = [], [], []
+        chunks, rows, categories, tokens = [], [], [], 0
         for category, row_ids in runs:
+            category_rows, category_tokens = packed.rows[category], packed.row_tokens[category]
             for row_id in row_ids.tolist():
-                rows.append(packed.rows[category][row_id])
+                rows.append(category_rows[row_id])
                 categories.append(category)
-                if len(rows) == ROWS_PER_TABLE_CHUNK:
-                    chunks.append(rows_table(corpus.token_ids, corpus.labels, packed.spans.starts, packed.spans.lengths, rows, categories))
-                    rows, categories = [], []
-        if rows:
-            chunks.append(rows_table(corpus.token_ids, corpus.labels, packed.spans.starts, packed.spans.lengths, rows, categories))
+                tokens += int(category_tokens[row_id])
+                if tokens >= TOKENS_PER_TABLE_CHUNK:
+                    chunks.append(rows_table(corpus.token_ids, corpus.learned, packed.spans.starts, packed.spans.lengths, rows, categories))
+                    rows, categories, tokens = [], [], 0
+        if rows or not chunks:
+            chunks.append(rows_table(corpus.token_ids, corpus.learned, packed.spans.starts, packed.spans.lengths, rows, categories))
         yield pa.concat_tables(chunks)
 
 
 def bucket_counts(packed: PackedRows, corpus: TokenizedCorpus, buckets) -> Dict[str, Dict[str, int]]:
     """Sequences, tokens and loss tokens per category in the output (after resampling)."""
-    loss_per_span = np.add.reduceat((corpus.labels != IGNORE_INDEX).astype(np.int64), packed.spans.starts) if len(corpus.labels) else np.zeros(0)
-    # reduceat sums to the next start; spans are contiguous and in order, so this is per span.
+    # Spans tile the token array in order and none is empty, so reduceat sums exactly each span.
+    learned = corpus.learned
+    loss_per_span = np.add.reduceat(learned, packed.spans.starts, dtype=np.int64) if len(learned) else np.zeros(0, np.int64)
     counts: Dict[str, Dict[str, int]] = {}
-    for runs in buckets:
-        for category, row_ids in runs:
-            entry = counts.setdefault(category, {"sequences": 0, "tokens": 0, "loss_tokens": 0})
-            for row_id in row_ids.tolist():
-                row = packed.rows[category][row_id]
-                entry["sequences"] += 1
-                entry["tokens"] += int(packed.spans.lengths[row].sum())
-                entry["loss_tokens"] += int(loss_per_span[row].sum())
+    for category in packed.rows:
+        rows = packed.rows[category]
+        spans_per_row = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        span_ids = np.fromiter((span for row in rows for span in row), dtype=np.int64, count=int(spans_per_row.sum()))
+        row_loss = np.add.reduceat(loss_per_span[span_ids], np.cumsum(spans_per_row) - spans_per_row) if rows else np.zeros(0, np.int64)
+        chosen = [row_ids for runs in buckets for name, row_ids in runs if name == category]
+        if not chosen:
+            continue
+        chosen = np.concatenate(chosen)
+        counts[category] = {"sequences": int(len(chosen)), "tokens": int(packed.row_tokens[category][chosen].sum()),
+                            "loss_tokens": int(row_loss[chosen].sum())}
     return counts

@@ -7,9 +7,9 @@ from collections import Counter
 
 import numpy as np
 
+from colossal_lang.data.batch_tokenize import IGNORE_INDEX
 from colossal_lang.data.chunking import chunk_documents
 from colossal_lang.data.packing import pack_spans
-from colossal_lang.data.tokenize_pretrain import IGNORE_INDEX
 
 
 def test_chunking_windows_cover_every_token_once():

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from colossal_lang.data.tokenize_pretrain import IGNORE_INDEX, document_specials, labels_for, tokenize_pretrain_batch
+from colossal_lang.data.batch_tokenize import IGNORE_INDEX
+from colossal_lang.data.tokenize_pretrain import document_specials, tokenize_pretrain_batch
 
 QUESTION = "Otázka: Které město je hlavním městem České republiky?\nOdpověď:"
 ANSWER = " Hlavním městem je Praha, ležící na Vltavě."
 
 
-def tokenize_one(tokenizer, source, target):
+def tokenize_many(tokenizer, records):
+    """[(input_ids, labels)] of each (source, target), from one batch."""
     specials = document_specials(tokenizer)
-    out = tokenize_pretrain_batch({"source": [source], "target": [target]}, tokenizer, specials.prefix_ids, specials.suffix_ids)
-    return out["input_ids"][0], out["loss_start"][0]
+    batch = tokenize_pretrain_batch([{"source": source, "target": target} for source, target in records],
+                                    tokenizer, specials.prefix_ids, specials.suffix_ids)
+    assert batch.token_ids.dtype == batch.labels.dtype == np.int32 and batch.learned.dtype == bool
+    ends = np.cumsum(batch.lengths)
+    return [(batch.token_ids[end - length:end].tolist(), batch.labels[end - length:end].tolist())
+            for end, length in zip(ends, batch.lengths)]
+
+
+def labels_for(input_ids, loss_start):
+    return [IGNORE_INDEX] * loss_start + input_ids[loss_start:]
+
+
+def tokenize_one(tokenizer, source, target):
+    """(input_ids, loss_start) of one record; the labels are checked to be -100 before loss_start, the ids after."""
+    input_ids, labels = tokenize_many(tokenizer, [(source, target)])[0]
+    loss_start = next(index for index, label in enumerate(labels) if label != IGNORE_INDEX)
+    assert labels == labels_for(input_ids, loss_start)
+    return input_ids, loss_start
 
 
 def test_document_specials_follow_the_tokenizer(smollm2_tokenizer, mistral_tokenizer):
@@ -64,6 +83,25 @@ def test_empty_source_learns_every_token(mistral_tokenizer):
     assert loss_start == 1  # only <s> is context
     labels = labels_for(input_ids, loss_start)
     assert labels[0] == IGNORE_INDEX and labels[1:] == input_ids[1:]
+
+
+@pytest.mark.parametrize("which", ["smollm2", "mistral"])
+def test_batch_ids_equal_the_tokenizer_call(which, smollm2_tokenizer, mistral_tokenizer, data_dir):
+    """The Rust backend is called directly, with and without offsets: the ids must be the tokenizer's own."""
+    import json
+
+    tokenizer = smollm2_tokenizer if which == "smollm2" else mistral_tokenizer
+    lines = (data_dir / "pretrain" / "cs").glob("*.jsonl")
+    texts = [json.loads(line)["target"] for line in next(iter(sorted(lines))).read_text(encoding="utf-8").splitlines()[:20]]
+    prefix, suffix = document_specials(tokenizer).prefix_ids, document_specials(tokenizer).suffix_ids
+    expected = [list(prefix) + tokenizer(text, add_special_tokens=False)["input_ids"] + list(suffix) for text in texts]
+    fast_path = tokenize_many(tokenizer, [("", text) for text in texts])  # no source: no offsets asked for
+    assert [ids for ids, _ in fast_path] == expected
+    assert all(labels[len(prefix):] == ids[len(prefix):] for ids, labels in fast_path)
+    # One record with a source switches the whole batch to offsets; the others keep the same ids.
+    mixed = tokenize_many(tokenizer, [("Shrnutí: ", texts[0])] + [("", text) for text in texts[1:]])
+    assert [ids for ids, _ in mixed[1:]] == expected[1:]
+    assert mixed[1:] == fast_path[1:]
 
 
 @pytest.mark.parametrize("which", ["smollm2", "mistral"])

@@ -1,0 +1,113 @@
+"""Tokenize batches of records in input order, in this process or over `num_proc` worker processes.
+
+A batch function turns a list of records into one `TokenizedBatch` of flat numpy arrays, so what
+travels between processes is a few arrays per batch, not a Python object per token.
+
+With one process the Rust tokenizer spreads each batch over all cores itself. With several, each
+worker's tokenizer runs single-threaded (the workers would otherwise fight over the cores) and the
+main process goes on reading and validating the next records while the workers tokenize; at most
+`2 * num_proc` batches are in flight, so memory stays bounded however large the input.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, List
+
+import numpy as np
+
+IGNORE_INDEX = -100  # the label of a token that is not learned (PyTorch's cross-entropy default)
+
+
+@dataclass
+class TokenizedBatch:
+    """Documents of one batch, flat: document i is `token_ids[offsets[i]:offsets[i+1]]`."""
+
+    token_ids: np.ndarray  # int32
+    learned: np.ndarray  # bool per token: its label is the token itself, else IGNORE_INDEX
+    lengths: np.ndarray  # int64, tokens per document (0 for a document with a problem)
+    truncated: np.ndarray = None  # bool per document (SFT: trailing turns dropped)
+    problems: List[str] = field(default_factory=list)  # per document, "" when fine
+
+    def __post_init__(self):
+        if self.truncated is None:
+            self.truncated = np.zeros(len(self.lengths), dtype=bool)
+        if not self.problems:
+            self.problems = [""] * len(self.lengths)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return labels_of(self.token_ids, self.learned)
+
+
+def labels_of(token_ids: np.ndarray, learned: np.ndarray) -> np.ndarray:
+    """Training labels (int32): the token id where it is learned, IGNORE_INDEX elsewhere."""
+    return np.where(learned, token_ids, IGNORE_INDEX).astype(np.int32, copy=False)
+
+
+def flatten_documents(documents: List[List[int]], loss_starts: Iterable[int]) -> TokenizedBatch:
+    """One batch from per-document token lists; tokens from each `loss_start` on are learned."""
+    lengths = np.fromiter(map(len, documents), dtype=np.int64, count=len(documents))
+    flat: List[int] = []
+    for ids in documents:
+        flat += ids
+    token_ids = np.array(flat, dtype=np.int32)
+    starts = np.fromiter(loss_starts, dtype=np.int64, count=len(documents))
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else np.zeros(0, dtype=np.int64)
+    position_in_doc = np.arange(len(token_ids), dtype=np.int64) - np.repeat(offsets, lengths)
+    return TokenizedBatch(token_ids, position_in_doc >= np.repeat(starts, lengths), lengths)
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` consecutive items (the last one shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_worker_function = None
+_worker_kwargs: dict = {}
+
+
+def _install_worker(function: Callable, kwargs: dict) -> None:
+    global _worker_function, _worker_kwargs
+    _worker_function, _worker_kwargs = function, kwargs
+
+
+def _run_worker(batch: list) -> TokenizedBatch:
+    return _worker_function(batch, **_worker_kwargs)
+
+
+def tokenize_in_order(
+    batches: Iterable[list], function: Callable[..., TokenizedBatch], kwargs: dict, num_proc: int,
+) -> Iterator[TokenizedBatch]:
+    """`function(batch, **kwargs)` for every batch, yielded in input order."""
+    if num_proc <= 1:
+        for batch in batches:
+            yield function(batch, **kwargs)
+        return
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # inherited by the workers: one thread each
+    try:
+        # The platform's default start method; with fork nothing is pickled, with spawn `kwargs` is.
+        with multiprocessing.get_context().Pool(num_proc, initializer=_install_worker, initargs=(function, kwargs)) as pool:
+            pending: deque = deque()
+            for batch in batches:
+                pending.append(pool.apply_async(_run_worker, (batch,)))
+                if len(pending) >= 2 * num_proc:
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
+    finally:
+        if saved is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved
