@@ -6,8 +6,12 @@ Example:
         --data_output_dirs outputs/sft --max_length 512 [--chat_template llama2|llama3|chatml] [--packing doc_causal]
 """
 
-from colossal_lang.data.prepare_sft import main
-from colossal_lang.errors import run_cli
+from colossal_lang.cli import transformers_without_torch
+
+transformers_without_torch()  # before transformers is imported
+
+from colossal_lang.data.prepare_sft import main  # noqa: E402
+from colossal_lang.errors import run_cli  # noqa: E402
 
 if __name__ == "__main__":
     run_cli(main)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -11,6 +12,18 @@ from colossal_lang.errors import InputError
 
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
+
+
+def transformers_without_torch() -> None:
+    """Keep transformers from importing torch in a command that only tokenizes (data preparation).
+
+    Call it before anything imports transformers. It saves about 1 s of start-up and 350 MB per process
+    (tokenization workers included); the tokenizers and chat templates do not need torch. A value the
+    user already set for `USE_TORCH` wins.
+    """
+    os.environ.setdefault("USE_TORCH", "0")
+    # Without torch, transformers advises installing a framework on import: not wanted here.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def str2bool(value: str) -> bool:
