@@ -4,7 +4,8 @@
 #   one node, 8 GPUs:          bash train.example.sh
 #   several nodes:             HOSTFILE=hostfile bash train.example.sh
 #     hostfile (see hostfile.example): one hostname or IP per line, nothing else (colossalai run does not
-#     skip comments); password-less ssh to each, this repo and .venv at the same path; the first is master.
+#     skip comments); password-less ssh to each, this repo and .venv at the same path, SAVE_DIR on a
+#     filesystem all nodes share; the first is master.
 #   CPU smoke run (2 procs):   PLUGIN=ddp NPROC=2 PRECISION=fp32 MAX_STEPS=8 bash train.example.sh
 #
 # colossalai run starts torchrun on every host (over ssh for a hostfile); torchrun must be on PATH,

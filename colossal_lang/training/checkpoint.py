@@ -94,6 +94,7 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "rng").mkdir(parents=True)
         (staging / "lr_scheduler").mkdir()
+        (staging / "optimizer").mkdir()  # sharded (CUDA) or one file (CPU): made here, not by every rank
     barrier()
     booster.save_model(model, str(staging / "modeling"), shard=True)  # .bin shards: safetensors refuses tied weights
     if fault == "disk_full":  # fault tests: a disk that fills up mid-save ...
@@ -105,7 +106,6 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir
     else:
         # Colossal-AI 0.5.0 cannot load *sharded* optimizer states on CPU (load_states_into_optimizer calls
         # CpuAccelerator.synchronize, which raises), so on CPU the states go into one file inside optimizer/.
-        (staging / "optimizer").mkdir(exist_ok=True)
         booster.save_optimizer(optimizer, str(staging / "optimizer" / UNSHARDED_OPTIMIZER), shard=False)
     booster.save_lr_scheduler(lr_scheduler, str(staging / "lr_scheduler" / "lr_scheduler.pt"))
     torch.save(rng_state(), staging / "rng" / f"rank-{rank}.pt")

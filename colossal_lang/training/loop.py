@@ -16,7 +16,7 @@ from colossal_lang.data.arrow_output import tokenizer_hash
 from colossal_lang.data.loader import load_prepared_dataset
 from colossal_lang.model.loading import load_model_config
 from colossal_lang.tokenizer.load import load_hf_tokenizer
-from colossal_lang.training import adaptation, checkpoint, plugins
+from colossal_lang.training import adaptation, checkpoint, nodes, plugins
 from colossal_lang.training.config import effective_config, write_config_file
 from colossal_lang.training.metrics import MetricsWriter, Throughput, flops_per_token, memory_gib, peak_flops_per_device
 from colossal_lang.training.optim import build_optimizer, build_scheduler, parameter_groups
@@ -70,6 +70,7 @@ def train(args: argparse.Namespace) -> dict:
         # A warning, not an error: re-saving an identical tokenizer can change its files' bytes. Token ids
         # beyond the embeddings are refused at the first step.
         log(f"warning: the dataset was tokenized with another tokenizer than {args.tokenizer_dir} (manifest hash differs)")
+    nodes.check_save_dir_shared(args.save_dir)
     if is_master:
         checkpoint.clear_staging(args.save_dir)
         if args.config_file:
@@ -101,7 +102,9 @@ def train(args: argparse.Namespace) -> dict:
     guard = SpikeGuard(args.spike_window, args.spike_factor, args.spike_min_history, args.spike_rollback_after)
     tokens_seen: dict = {}
     last_checkpoint = None
-    load_path = checkpoint.resolve_load_path(args.load_checkpoint, args.save_dir) if args.load_checkpoint else None
+    load_path = None
+    if args.load_checkpoint:  # rank 0 picks, so that every node resumes from the same checkpoint
+        load_path = nodes.decided_by_rank0(lambda: checkpoint.resolve_load_path(args.load_checkpoint, args.save_dir))
     if load_path is not None and checkpoint.is_weights_only(load_path):
         checkpoint.load_weights(booster, model, load_path)
         log(f"loaded weights only from {load_path}")
@@ -222,7 +225,8 @@ def train(args: argparse.Namespace) -> dict:
                 progress.update(1)
 
             if guard.needs_rollback():
-                last_checkpoint = checkpoint.latest_checkpoint(args.save_dir) or last_checkpoint
+                latest = nodes.decided_by_rank0(lambda: checkpoint.latest_checkpoint(args.save_dir))
+                last_checkpoint = latest or last_checkpoint
                 if last_checkpoint is not None:
                     checkpoint.load_checkpoint(booster, model, optimizer, lr_scheduler, last_checkpoint)
                 schedule.lr_scale *= args.spike_lr_factor

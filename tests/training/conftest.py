@@ -88,6 +88,14 @@ def step_records(path) -> list[dict]:
     return [r for r in read_log(path) if "event" not in r]
 
 
+def assert_same_steps(records: list[dict], reference_log) -> None:
+    """Every record's loss and rows are exactly those of the reference run's record for the same step."""
+    expected = {r["step"]: r for r in step_records(reference_log)}
+    for record in records:
+        assert record["loss"] == expected[record["step"]]["loss"], record["step"]
+        assert record["samples"] == expected[record["step"]]["samples"], record["step"]
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(smollm2_tokenizer, tmp_path_factory) -> Path:
     """A 2-layer, 64-wide LLaMA (tied embeddings) over SmolLM2's real 49152-token vocabulary."""

@@ -12,8 +12,8 @@ import psutil
 import pytest
 import torch
 
-from tests.training.conftest import (STEPS, REPO_ROOT, base_args, environment, read_log, run_training, step_records,
-                                     torchrun_command)
+from tests.training.conftest import (STEPS, REPO_ROOT, assert_same_steps, base_args, environment, read_log, run_training,
+                                     step_records, torchrun_command)
 
 def test_loss_falls_and_checkpoints_follow_the_layout(uninterrupted):
     records = step_records(uninterrupted / "log.jsonl")
@@ -81,12 +81,9 @@ def test_sigkill_then_resume_reproduces_the_loss_sequence(uninterrupted, tiny_mo
     result = run_training(2, base_args(tiny_model_dir, packed_dataset, save_dir, load_checkpoint="latest"))
     assert f"resumed from {save_dir / f'epoch-0_step-{resume_step}'}" in result.stdout
     assert not (save_dir / f".staging-epoch-0_step-{kill_step}").exists()  # the half-written one was cleared
-    expected = {r["step"]: r for r in step_records(uninterrupted / "log.jsonl")}
     records = step_records(log)
     assert records[-1]["step"] == STEPS and len(records) > STEPS  # some steps ran twice, after each resume
-    for record in records:
-        assert record["loss"] == expected[record["step"]]["loss"], record["step"]
-        assert record["samples"] == expected[record["step"]]["samples"]
+    assert_same_steps(records, uninterrupted / "log.jsonl")
     assert (save_dir / "final" / "config.json").is_file()
 
 
