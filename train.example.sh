@@ -32,7 +32,7 @@ EXTRA=()
 if [[ "$PLUGIN" != "ddp" ]]; then
     EXTRA+=(--use_grad_checkpoint)
 fi
-if python -c "import flash_attn" 2>/dev/null; then
+if [[ "$PRECISION" != "fp32" ]] && python -c "import flash_attn" 2>/dev/null; then  # no fp32 flash kernels
     EXTRA+=(--use_flash_attn)
 fi
 

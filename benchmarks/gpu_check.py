@@ -8,7 +8,12 @@ docs/training.md), peak GPU memory, and whether the resumed half continued (step
 "resumed from"). Writes a markdown table to stdout (paste it into benchmarks/RESULTS.md).
 
     .venv/bin/python benchmarks/gpu_check.py [--steps 4] [--models smollm2 1b] [--plugins ddp gemini ...]
-                                             [--seq_length 2048] [--batch_size 8]
+                                             [--seq_length 2048] [--batch_size 8] [--accumulation_steps 2]
+                                             [--mixed_precision bf16|fp16]
+
+Accumulation (default 2 micro-batches per step) exercises the no-sync and Gemini accumulation paths; fp16
+the plugins' loss scaling. 3d runs --tp 2 on 2+ GPUs, and --pp 2 (micro-batches of 2, no accumulation:
+pipeline parallelism takes --batch_size instead) on 4+ GPUs, always with ZeRO-1.
 
 Without CUDA it refuses (exit 2) before doing anything.
 """
@@ -67,8 +72,17 @@ def dataset(out: Path, tokenizer_dir: Path, seq_length: int) -> Path:
 def plugin_flags(plugin: str, gpus: int) -> list[str]:
     if plugin == "3d":
         tp = 2 if gpus >= 2 else 1
-        return ["--tp", str(tp), "--zero_stage", "1"]
+        flags = ["--tp", str(tp), "--zero_stage", "1"]
+        if gpus >= 4:
+            flags += ["--pp", "2", "--microbatch_size", "2"]
+        return flags
     return []
+
+
+def accumulation_flags(plugin: str, gpus: int, accumulation_steps: int) -> list[str]:
+    if "--pp" in plugin_flags(plugin, gpus):  # refused by train.py: pipelines split --batch_size instead
+        return []
+    return ["--accumulation_steps", str(accumulation_steps)]
 
 
 def launch(args_list: list[str], gpus: int, log: Path, timeout: int) -> tuple[int, str]:
@@ -79,14 +93,21 @@ def launch(args_list: list[str], gpus: int, log: Path, timeout: int) -> tuple[in
     return result.returncode, result.stdout + result.stderr[-4000:]
 
 
+def train_args(model_dir: Path, data_dir: Path, plugin: str, steps: int, batch_size: int, gpus: int, save_dir: Path,
+               flash: bool, accumulation_steps: int, precision: str) -> list[str]:
+    """train.py's flags for one plugin's two launches (the second adds --load_checkpoint latest)."""
+    return ["--pretrained", str(model_dir), "--dataset", str(data_dir), "--plugin", plugin, "--mixed_precision", precision,
+            "--batch_size", str(batch_size), "--max_steps", str(2 * steps), "--save_interval", "0",
+            "--save_dir", str(save_dir), "--lr", "1e-4", "--warmup_steps", "1", "--use_grad_checkpoint",
+            *plugin_flags(plugin, gpus), *accumulation_flags(plugin, gpus, accumulation_steps),
+            *(["--use_flash_attn"] if flash else [])]
+
+
 def check(model_dir: Path, data_dir: Path, plugin: str, steps: int, batch_size: int, gpus: int, work: Path,
-          flash: bool, timeout: int) -> dict:
+          flash: bool, timeout: int, accumulation_steps: int = 2, precision: str = "bf16") -> dict:
     save_dir = work / f"{model_dir.name}-{plugin}"
     log = save_dir / "log.jsonl"
-    common = ["--pretrained", str(model_dir), "--dataset", str(data_dir), "--plugin", plugin, "--mixed_precision", "bf16",
-              "--batch_size", str(batch_size), "--max_steps", str(2 * steps), "--save_interval", "0",
-              "--save_dir", str(save_dir), "--lr", "1e-4", "--warmup_steps", "1", "--use_grad_checkpoint",
-              *plugin_flags(plugin, gpus), *(["--use_flash_attn"] if flash else [])]
+    common = train_args(model_dir, data_dir, plugin, steps, batch_size, gpus, save_dir, flash, accumulation_steps, precision)
     started = time.perf_counter()
     code, output = launch(common + ["--stop_at_step", str(steps)], gpus, log, timeout)
     if code == 0:
@@ -115,6 +136,8 @@ def main() -> None:
     parser.add_argument("--plugins", nargs="+", default=list(PLUGINS), choices=PLUGINS)
     parser.add_argument("--seq_length", type=int, default=2048)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--accumulation_steps", type=int, default=2)
+    parser.add_argument("--mixed_precision", default="bf16", choices=["bf16", "fp16"])
     parser.add_argument("--work_dir", default=None, help="keep models, data and checkpoints here (default: a temp dir)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per launch")
     args = parser.parse_args()
@@ -141,10 +164,12 @@ def main() -> None:
         models = {"smollm2": SMOLLM2}
         if "1b" in args.models:
             models["1b"] = one_b_model(work / "llama-1.1b", SMOLLM2)
-        rows = [check(models[m], data, plugin, args.steps, args.batch_size, gpus, work, flash, args.timeout)
+        rows = [check(models[m], data, plugin, args.steps, args.batch_size, gpus, work, flash, args.timeout,
+                      args.accumulation_steps, args.mixed_precision)
                 for m in args.models for plugin in args.plugins]
 
-    print(f"# GPU check: {gpus} x {device_name}, bf16, batch {args.batch_size} x {args.seq_length} per GPU, "
+    print(f"# GPU check: {gpus} x {device_name}, {args.mixed_precision}, batch {args.batch_size} x {args.seq_length} "
+          f"per GPU x {args.accumulation_steps} micro-batches (3d with --pp: none), "
           f"grad checkpointing, flash-attn {'on' if flash else 'off (SDPA)'}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| model | plugin | ok | save+resume | tokens/s | MFU | peak GiB | wall s | error |")
     print("|---|---|---|---|---:|---:|---:|---:|---|")

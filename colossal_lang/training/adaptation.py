@@ -25,6 +25,12 @@ def embedding_matrices(model) -> List[torch.nn.Parameter]:
     return found
 
 
+def ties_embeddings(model_config) -> bool:
+    """Whether Hugging Face ties the LM head to the input embeddings for this config (PreTrainedModel.tie_weights)."""
+    text_config = model_config.get_text_config(decoder=True) if hasattr(model_config, "get_text_config") else model_config
+    return bool(getattr(text_config, "tie_word_embeddings", True))
+
+
 def freeze_non_embeddings(model) -> None:
     keep = {id(p) for p in embedding_matrices(model)}
     for param in model.parameters():

@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from colossal_lang.atomic_folder import fsync_tree, replace_folder
 from colossal_lang.errors import InputError
+from colossal_lang.training import boosted
 
 COMPLETE = "COMPLETE"
 RUNNING_STATES = "running_states.json"
@@ -189,13 +190,14 @@ def check_weight_names(expected: set, saved: set, path: Path, tied: bool) -> Non
             raise InputError(f"weights-only loading refused: the folder {problem} ({len(names)}: {shown})", path)
 
 
-def load_weights(booster, model, path: Path) -> None:
-    """Weights only from a `modeling` (or Hugging Face) folder; refused unless its names match the model's."""
+def load_weights(booster, model, path: Path, tied: bool) -> None:
+    """Weights only from a `modeling` (or Hugging Face) folder; refused unless its names match the model's.
+
+    `tied`: the config ties the LM head to the input embeddings (asked of the config, not of storage: Gemini frees
+    the storage of parameters it holds in chunks, so data pointers say nothing there).
+    """
     state = model.unwrap().state_dict()  # what the checkpoint IO loads into (LoRA: base names plus adapters)
-    head = state.get("lm_head.weight")
-    # Tied: the head shares the embedding's storage (a LoRA-unwrapped module has no .config to ask).
-    tied = head is not None and any(
-        name != "lm_head.weight" and tensor.data_ptr() == head.data_ptr() for name, tensor in state.items())
+    tied = tied and "lm_head.weight" in state
     check_weight_names(set(state), saved_weight_names(Path(path)), Path(path), tied)
     booster.load_model(model, str(path), strict=False)  # names checked above; a tied lm_head may be absent
 
@@ -221,6 +223,19 @@ def load_checkpoint(booster, model, optimizer, lr_scheduler, path: Path) -> dict
     return states
 
 
+def untie_if_trained_apart(module) -> None:
+    """LoRA with modules_to_save trains separate copies of a tied model's embeddings and head; after the merge they
+    are two different matrices, but a config that still says tied would make from_pretrained overwrite the trained
+    head with the embeddings. Such a model is saved untied, so that the folder computes what was trained."""
+    inputs, outputs = module.get_input_embeddings(), module.get_output_embeddings()
+    config = module.config.get_text_config(decoder=True)
+    if outputs is None or not getattr(config, "tie_word_embeddings", False) or outputs.weight is inputs.weight:
+        return
+    config.tie_word_embeddings = False
+    if config is not module.config and hasattr(module.config, "tie_word_embeddings"):
+        module.config.tie_word_embeddings = False
+
+
 def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merge_lora: bool = False) -> Path:
     """save_dir/final: a Hugging Face folder (weights, config, tokenizer) that needs no project code to load."""
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -233,9 +248,10 @@ def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merg
     barrier()
     if plugin_name == "ddp" or merge_lora:  # LoRA runs (ddp, ZeRO-2) hold the whole model on every rank
         if rank == 0:
-            module = model.unwrap(unwrap_peft=False) if merge_lora else model.unwrap()
+            module = boosted.user_module(model)  # (ddp + fp16 nests wrappers; PEFT kept for the merge)
             if merge_lora:
                 module = module.merge_and_unload()
+                untie_if_trained_apart(module)
             module.save_pretrained(staging, safe_serialization=True)
     else:  # sharded plugins gather through the booster (.bin shards: safetensors refuses tied weights)
         booster.save_model(model, str(staging), shard=True)

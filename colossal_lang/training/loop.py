@@ -16,13 +16,13 @@ from colossal_lang.data.arrow_output import tokenizer_hash
 from colossal_lang.data.loader import load_prepared_dataset
 from colossal_lang.model.loading import load_model_config
 from colossal_lang.tokenizer.load import load_hf_tokenizer
-from colossal_lang.training import adaptation, checkpoint, nodes, plugins
+from colossal_lang.training import adaptation, boosted, checkpoint, nodes, plugins
 from colossal_lang.training.config import effective_config, write_config_file
 from colossal_lang.training.metrics import MetricsWriter, Throughput, flops_per_token, memory_gib, peak_flops_per_device
 from colossal_lang.training.optim import build_optimizer, build_scheduler, parameter_groups
 from colossal_lang.training.setup import DTYPES, build_loader, build_model, build_reference
 from colossal_lang.training.spike_guard import OK, SpikeGuard
-from colossal_lang.training.step import StepContext, clip_and_norm, forward_backward, plugin_grad_norm
+from colossal_lang.training.step import StepContext, clip_and_norm, forward_backward
 
 
 def log(message: str) -> None:
@@ -96,6 +96,10 @@ def train(args: argparse.Namespace) -> dict:
     lr_scheduler = build_scheduler(args, optimizer, total_steps)
     model, optimizer, _, _, lr_scheduler = booster.boost(model, optimizer, lr_scheduler=lr_scheduler)
     schedule = lr_scheduler.lr_lambdas[0]
+    if args.use_neft:
+        # On the embedding module the boosted model runs: shardformer (3d) replaces embed_tokens by a new module,
+        # and LoRA's modules_to_save runs a copy of it; a hook on the original would never fire.
+        adaptation.enable_neftune(boosted.user_module(model), args.neft_alpha)
 
     # ---- resume: full checkpoint, or weights only (a new stage of a multi-stage run)
     epoch, consumed, step = 0, 0, 0
@@ -106,7 +110,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.load_checkpoint:  # rank 0 picks, so that every node resumes from the same checkpoint
         load_path = nodes.decided_by_rank0(lambda: checkpoint.resolve_load_path(args.load_checkpoint, args.save_dir))
     if load_path is not None and checkpoint.is_weights_only(load_path):
-        checkpoint.load_weights(booster, model, load_path)
+        checkpoint.load_weights(booster, model, load_path, tied=adaptation.ties_embeddings(model_config))
         log(f"loaded weights only from {load_path}")
     elif load_path is not None:
         states = checkpoint.load_checkpoint(booster, model, optimizer, lr_scheduler, load_path)
@@ -115,7 +119,9 @@ def train(args: argparse.Namespace) -> dict:
         tokens_seen = states.get("tokens_seen", {})
         last_checkpoint = load_path
         if not states["rng_restored"]:
-            set_seed(args.seed + 1000 * step + rank)  # another world size: fresh, still reproducible streams
+            # Another world size: fresh, still reproducible streams; one per data-parallel rank, so that the ranks
+            # of one tensor/pipeline/sequence group (same dp rank) keep drawing the same numbers (NEFTune noise).
+            set_seed(args.seed + 1000 * step + dp_rank)
         log(f"resumed from {load_path}: epoch {epoch}, step {step}, {consumed} samples into the epoch")
     total_steps = schedule.total_steps  # a resumed schedule keeps its length
     stop_at = min(total_steps, args.stop_at_step) if args.stop_at_step else total_steps
@@ -132,7 +138,7 @@ def train(args: argparse.Namespace) -> dict:
         kl_categories=set(args.kl_categories) if args.kl_categories else None,
         original_vocab_size=parts.original_vocab_size, uses_model_loss=args.plugin == "3d", pipeline=pipeline,
         num_microbatches=max(1, args.batch_size // args.microbatch_size) if pipeline else 1,
-        vocab_rows=model_config.vocab_size,
+        vocab_rows=model_config.vocab_size, plugin_name=args.plugin, zero_stage=args.zero_stage,
     )
     writer = MetricsWriter(args.tensorboard_dir, args.loss_log, enabled=is_master)
     throughput = Throughput()
@@ -186,17 +192,30 @@ def train(args: argparse.Namespace) -> dict:
             stats = forward_backward(ctx, micro_batches, inject_nan=args.inject_nan_at_step == step + 1, log_samples=args.log_samples)
             grad_norm = clip_and_norm(ctx, args.grad_clip, plugins.plugin_clips_gradients(args))
             verdict = guard.judge(step + 1, stats["loss"], grad_norm)
+            diverged = False  # a plugin's step put non-finite gradients into the weights
             if verdict == OK:
                 if parts.new_row_matrices:
                     adaptation.decay_new_rows(parts.new_row_matrices, parts.new_token_start, lr_scheduler.get_last_lr()[0], args.weight_decay)
-                optimizer.step()
-                if grad_norm is None:  # the plugin's optimizer clipped, and measured, inside step()
-                    grad_norm = plugin_grad_norm(optimizer)
+                if plugins.plugin_clips_gradients(args):  # clips, and measures the norm, inside step()
+                    grad_norm, overflow = boosted.plugin_optimizer_step(optimizer)
+                    if overflow:  # fp16: the plugin skipped the step itself and lowered the loss scale
+                        verdict = "fp16_overflow"
+                        writer.event({"step": step + 1, "event": verdict, "loss": stats["loss"]})
+                        log(f"step {step + 1}: fp16 gradient overflow, step skipped by the plugin")
+                    elif not boosted.finite(grad_norm):
+                        # A finite loss with inf/NaN gradients (bf16/fp32 plugins do not check): the step has already
+                        # applied them, so the weights must come back from the last checkpoint.
+                        diverged = True
+                        writer.event({"step": step + 1, "event": "not_finite_after_step", "loss": stats["loss"],
+                                      "grad_norm": repr(grad_norm)})
+                else:
+                    optimizer.step()
             else:
                 if getattr(optimizer, "scaler", None) is not None:
                     optimizer.scaler.update()
                 writer.event(guard.events[-1])
                 log(f"step {step + 1}: {verdict} (loss {stats['loss']}), batch skipped")
+            boosted.reset_gradient_accumulation(optimizer)
             optimizer.zero_grad()
             lr = lr_scheduler.get_last_lr()[0]
             lr_scheduler.step()
@@ -209,7 +228,7 @@ def train(args: argparse.Namespace) -> dict:
             tokens_per_s = throughput.tick(stats["tokens"])
             record = {"step": step, "epoch": epoch, "loss": stats["loss"], "lr": lr, "grad_norm": grad_norm,
                       "tokens": stats["tokens"], "tokens_per_s": tokens_per_s, "cpu_s": throughput.cpu_seconds,
-                      "skipped": verdict != OK, **memory_gib()}
+                      "skipped": verdict != OK or diverged, **memory_gib()}
             record.update({k: v for k, v in stats.items() if k.startswith("loss/") or k in ("kl", "samples")})
             record.update({f"tokens_seen/{k}": v for k, v in tokens_seen.items()})
             if peak_flops:
@@ -224,9 +243,12 @@ def train(args: argparse.Namespace) -> dict:
                 progress.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}", refresh=False)
                 progress.update(1)
 
-            if guard.needs_rollback():
+            if diverged or guard.needs_rollback():
                 latest = nodes.decided_by_rank0(lambda: checkpoint.latest_checkpoint(args.save_dir))
                 last_checkpoint = latest or last_checkpoint
+                if diverged and last_checkpoint is None:
+                    raise RuntimeError(f"step {step}: non-finite gradients (norm {grad_norm}) reached the weights inside "
+                                       f"the --plugin {args.plugin} optimizer step and there is no checkpoint to roll back to")
                 if last_checkpoint is not None:
                     checkpoint.load_checkpoint(booster, model, optimizer, lr_scheduler, last_checkpoint)
                 schedule.lr_scale *= args.spike_lr_factor
@@ -235,7 +257,8 @@ def train(args: argparse.Namespace) -> dict:
                 guard.checkpoint_saved()
                 event = {"step": step, "event": "rollback", "to": str(last_checkpoint), "lr_scale": schedule.lr_scale}
                 writer.event(event)
-                log(f"step {step}: repeated loss spikes; rolled back to {last_checkpoint}, LR scale now {schedule.lr_scale}")
+                why = "non-finite gradients reached the weights" if diverged else "repeated loss spikes"
+                log(f"step {step}: {why}; rolled back to {last_checkpoint}, LR scale now {schedule.lr_scale}")
             if args.save_interval and step % args.save_interval == 0 and step < stop_at:
                 last_checkpoint = save("interval")
 

@@ -34,6 +34,10 @@ def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -
         raise InputError("--mixed_precision fp16 needs CUDA; on CPU use fp32 or bf16")
     if args.plugin in ("gemini", "gemini_auto", "zero2", "zero2_cpu") and args.mixed_precision == "fp32":
         raise InputError(f"--plugin {args.plugin} trains in fp16 or bf16; use --plugin ddp or 3d for fp32")
+    if args.use_flash_attn and args.mixed_precision == "fp32":
+        # transformers hands flash-attn fp32 tensors when no autocast is on (integrations/flash_attention.py:36-44),
+        # and its kernels take only fp16/bf16; shardformer's ColoAttention likewise.
+        raise InputError("--use_flash_attn needs --mixed_precision bf16 or fp16 (flash-attn has no fp32 kernels)")
     if args.use_flash_attn and not flash_attn_available():
         raise InputError("--use_flash_attn needs the flash-attn package and a CUDA device")
     if args.optimizer == "lionw" and args.plugin in ("gemini", "gemini_auto"):
@@ -63,15 +67,25 @@ def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -
             raise InputError("under pipeline parallelism raise --batch_size (split into --microbatch_size) instead of --accumulation_steps")
         if args.pp > 1 and args.batch_size % args.microbatch_size:
             raise InputError("--batch_size must be a multiple of --microbatch_size under pipeline parallelism")
+        if args.pp > 1 and args.batch_size // args.microbatch_size < args.pp:
+            # OneForwardOneBackwardSchedule.load_batch asserts num_microbatches >= num_stages (one_f_one_b.py:93-95).
+            raise InputError(f"--batch_size {args.batch_size} / --microbatch_size {args.microbatch_size} = "
+                             f"{args.batch_size // args.microbatch_size} micro-batches, fewer than the {args.pp} pipeline stages")
+        if args.sp > 1 and args.sp_mode == "ring_attn" and not flash_attn_available():
+            # HybridParallelPlugin turns flash attention on for ring attention (hybrid_parallel_plugin.py, __init__).
+            raise InputError("--sp_mode ring_attn runs on flash attention: it needs the flash-attn package and CUDA")
         if args.zero_stage and args.mixed_precision == "fp32":
             raise InputError("--zero_stage 1/2 under --plugin 3d trains in fp16 or bf16; use --zero_stage 0 for fp32")
         if args.zero_stage == 2 and args.pp > 1:
             raise InputError("ZeRO stage 2 cannot be combined with pipeline parallelism; use --zero_stage 1")
-    if model_config is not None and args.tp > 1:
+    # all_to_all (Ulysses) splits the heads over --sp ranks, then TP over --tp (shardformer/policies/llama.py:64-70, 96-102).
+    head_split = args.tp * (args.sp if args.plugin == "3d" and args.sp_mode == "all_to_all" else 1)
+    if model_config is not None and head_split > 1:
         heads = getattr(model_config, "num_attention_heads", None)
-        kv_heads = getattr(model_config, "num_key_value_heads", heads)
-        if heads and (heads % args.tp or kv_heads % args.tp):
-            raise InputError(f"--tp {args.tp} must divide the attention heads ({heads}) and key/value heads ({kv_heads})")
+        kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
+        if heads and (heads % head_split or kv_heads % head_split):
+            split = f"--tp {args.tp}" + (f" x --sp {args.sp} (all_to_all)" if head_split != args.tp else "")
+            raise InputError(f"{split} = {head_split} must divide the attention heads ({heads}) and key/value heads ({kv_heads})")
     if model_config is not None and args.pp > 1:
         layers = getattr(model_config, "num_hidden_layers", 0)
         if layers < args.pp:
@@ -105,6 +119,15 @@ def make_plugin(args: argparse.Namespace):
         enable_flash_attention=args.use_flash_attn, enable_fused_normalization=apex_available(),
         initial_scale=2**16,
     )
+
+
+def sequence_multiple(args: argparse.Namespace) -> int:
+    """What the sequence length must be a multiple of for sequence parallelism to split it evenly (1: no SP)."""
+    if args.plugin != "3d" or args.sp <= 1:
+        return 1
+    if args.sp_mode in ("split_gather", "ring"):
+        return args.tp
+    return 2 * args.sp if args.sp_mode == "ring_attn" else args.sp  # zigzag ring attention cuts 2 x sp chunks
 
 
 def plugin_clips_gradients(args: argparse.Namespace) -> bool:

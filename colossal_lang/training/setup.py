@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader
 from colossal_lang.data.loader import IndexedRows, PackedCollator, PreparedDataset, ResumableSampler
 from colossal_lang.errors import InputError
 from colossal_lang.model.loading import load_causal_lm, load_model_config
-from colossal_lang.training import adaptation
+from colossal_lang.training import adaptation, plugins
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -64,8 +65,7 @@ def build_model(args: argparse.Namespace, model_config) -> ModelParts:
             raise InputError("--train_new_rows_only needs --new_token_start (or --reference_model) below the "
                              f"{vocab_rows} embedding rows (got {new_token_start})")
         matrices = adaptation.train_new_rows_only(model, new_token_start)
-    if args.use_neft:
-        adaptation.enable_neftune(model, args.neft_alpha)
+    # NEFTune is hooked in after boosting (loop.py), on the embedding module the boosted model runs.
     return ModelParts(model, matrices, new_token_start, min(original_rows, vocab_rows), vocab_rows > original_rows)
 
 
@@ -96,8 +96,9 @@ def build_loader(args, prepared: PreparedDataset, tokenizer, dp_size: int, dp_ra
         raise InputError(f"the dataset has {len(prepared.dataset)} rows, fewer than one global batch "
                          f"({sampler.global_batch_size} = batch_size x data-parallel ranks x accumulation_steps)")
     # A bool 4D mask suits SDPA under any compute dtype (autocast included).
+    multiple = math.lcm(8 if torch.cuda.is_available() else 1, plugins.sequence_multiple(args))
     collator = PackedCollator(pad_id, collator_attention(args, prepared), mask_dtype=torch.bool,
-                              pad_to_multiple_of=8 if torch.cuda.is_available() else 1)
+                              pad_to_multiple_of=multiple)
     loader = DataLoader(IndexedRows(prepared.dataset), batch_size=args.batch_size, sampler=sampler, collate_fn=collator,
                         num_workers=args.num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
                         generator=torch.Generator().manual_seed(args.seed))  # keeps the global RNG stream for the model

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from colossal_lang.errors import InputError
+from colossal_lang.training import boosted
 from colossal_lang.training.losses import kl_to_reference_sums, loss_token_count, token_loss_sums
 
 
@@ -38,6 +39,8 @@ class StepContext:
     pp_group: Optional[object] = None  # with pipeline: the loss lives on the last stage only
     num_microbatches: int = 1
     vocab_rows: int = 0  # embedding rows: a token id at or above them means data and model do not match
+    plugin_name: str = "ddp"
+    zero_stage: int = 0
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -66,12 +69,13 @@ def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bo
 
     # [loss sum, kl sum, per-category loss sums..., per-category token counts...]
     sums = torch.zeros(2 + 2 * num_categories, dtype=torch.float64)
-    can_sync = ctx.booster.plugin.support_no_sync()
+    can_sync = boosted.supports_no_sync(ctx.booster, ctx.plugin_name, ctx.zero_stage)
     for index, micro_batch in enumerate(micro_batches):
         inputs = _to_device(micro_batch, ctx.device)
         labels = inputs.pop("labels")
         last = index == len(micro_batches) - 1
-        sync = nullcontext() if (last or not can_sync) else ctx.booster.no_sync(ctx.model, ctx.optimizer)
+        sync = nullcontext() if (last or not can_sync) else boosted.no_sync(ctx.booster, ctx.model, ctx.optimizer,
+                                                                            ctx.plugin_name, ctx.zero_stage)
         with sync:
             if ctx.pipeline:
                 loss_sum = _pipeline_step(ctx, inputs, labels, scale)
@@ -135,7 +139,9 @@ def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bo
 
 def _pipeline_step(ctx: StepContext, inputs: dict, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """3d with --pp > 1: Colossal-AI's schedule runs forward and backward; the loss lives on the last stage."""
-    batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask"), "labels": labels}
+    # Position ids go to every stage (each applies rotary embeddings), as in the non-pipeline 3d path.
+    batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask"),
+             "position_ids": inputs.get("position_ids"), "labels": labels}
     batch = {k: v for k, v in batch.items() if v is not None}
 
     def criterion(outputs, micro_inputs):
@@ -152,7 +158,7 @@ def _pipeline_step(ctx: StepContext, inputs: dict, labels: torch.Tensor, scale: 
 
 def clip_and_norm(ctx: StepContext, max_norm: float, plugin_clips: bool) -> Optional[float]:
     """ddp: clip all gradients here and return their global norm. Other plugins clip inside optimizer.step():
-    None here, and `plugin_grad_norm` after the step."""
+    None here, and `boosted.plugin_optimizer_step` returns it."""
     if plugin_clips:
         return None
     if getattr(ctx.optimizer, "scaler", None) is not None:
@@ -160,10 +166,3 @@ def clip_and_norm(ctx: StepContext, max_norm: float, plugin_clips: bool) -> Opti
     params = [p for p in ctx.model.parameters() if p.requires_grad and p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
     return float(norm)
-
-
-def plugin_grad_norm(optimizer) -> Optional[float]:
-    """The norm a Gemini/ZeRO/hybrid optimizer computed in its last step() (before that, the previous step's)."""
-    getter = getattr(optimizer, "get_grad_norm", None)
-    norm = getter() if getter is not None else None
-    return None if norm is None else float(norm)

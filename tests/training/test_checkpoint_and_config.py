@@ -42,6 +42,7 @@ def test_config_file_sets_flags_and_the_command_line_overrides(tiny_model_dir, t
     (["--tp", "2"], "need --plugin 3d"),
     (["--freeze_non_embeds_params", "--train_new_rows_only"], "choose one"),
     (["--use_flash_attn"], "flash-attn"),
+    (["--use_flash_attn", "--mixed_precision", "fp32"], "needs --mixed_precision bf16 or fp16"),
     (["--batch_size", "0"], "at least 1"),
 ])
 def test_impossible_combinations_are_rejected_before_work(tiny_model_dir, flags, message):
@@ -85,6 +86,28 @@ def test_3d_layouts_accepted_and_refused(tiny_model_dir, monkeypatch):
         check(2, "--lora_rank", "4")
     with pytest.raises(InputError, match="fp16 or bf16"):
         check(2, "--zero_stage", "1", "--mixed_precision", "fp32")
+    # The 1F1B schedule asserts at least one micro-batch per stage (one_f_one_b.py:93-95).
+    check(2, "--pp", "2", "--batch_size", "4", "--microbatch_size", "2")
+    with pytest.raises(InputError, match="1 micro-batches, fewer than the 2 pipeline stages"):
+        check(2, "--pp", "2", "--batch_size", "2", "--microbatch_size", "2")
+    # all_to_all splits heads over sp, then tp: 2 key/value heads cannot go over 2 x 2.
+    with pytest.raises(InputError, match=r"--tp 2 x --sp 2 \(all_to_all\) = 4 must divide"):
+        check(4, "--tp", "2", "--sp", "2", "--sp_mode", "all_to_all")
+    # Ring attention is flash attention (the plugin switches it on); flash-attn is not installed here.
+    with pytest.raises(InputError, match="ring_attn runs on flash attention"):
+        check(2, "--sp", "2", "--sp_mode", "ring_attn")
+
+
+def test_sequence_parallel_padding_multiple(tiny_model_dir):
+    from colossal_lang.training.plugins import sequence_multiple
+
+    def multiple(*flags):
+        return sequence_multiple(parse_train_args(["--pretrained", str(tiny_model_dir), "--dataset", "x", *flags]))
+
+    assert multiple() == 1
+    assert multiple("--plugin", "3d", "--tp", "4", "--sp", "4") == 4  # split_gather: over the TP ranks
+    assert multiple("--plugin", "3d", "--sp", "3", "--sp_mode", "all_to_all") == 3
+    assert multiple("--plugin", "3d", "--sp", "2", "--sp_mode", "ring_attn") == 4  # zigzag: 2 chunks per rank
 
 
 def test_cli_reports_bad_input_in_one_line(tiny_model_dir, tmp_path):
@@ -116,3 +139,23 @@ def test_save_failure_leaves_the_previous_checkpoint_usable(uninterrupted, tiny_
     assert checkpoint.latest_checkpoint(save_dir).name == "epoch-0_step-4"
     states = json.loads((save_dir / "epoch-0_step-4" / "running_states.json").read_text())
     assert states["step"] == 4
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_gpu_check_launches_pass_train_py_checks(tiny_model_dir, monkeypatch, gpus, precision):
+    """benchmarks/gpu_check.py runs on CUDA machines only: its command lines must parse and pass every check train.py
+    makes before work (device judged as CUDA; the tiny model has 4 heads, 2 key/value heads, 2 layers)."""
+    from transformers import AutoConfig
+
+    import colossal_lang.training.plugins as plugins
+    from benchmarks.gpu_check import PLUGINS, train_args
+
+    monkeypatch.setattr(plugins.torch.cuda, "is_available", lambda: True)
+    model_config = AutoConfig.from_pretrained(tiny_model_dir)
+    for plugin in PLUGINS:
+        argv = train_args(tiny_model_dir, tiny_model_dir, plugin, 4, 8, gpus, tiny_model_dir / "save", False, 2, precision)
+        args = parse_train_args(argv)
+        check_plugin(args, world_size=gpus, model_config=model_config)
+        assert args.plugin == plugin and args.max_steps == 8
+        assert (args.pp > 1) == (plugin == "3d" and gpus >= 4)

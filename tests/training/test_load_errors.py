@@ -101,8 +101,11 @@ def test_tied_head_may_be_absent_but_nothing_else(tiny_model_dir, tmp_path):
     boosted = FakeBoosted(model)
     saved = set(load_file(tiny_model_dir / "model.safetensors"))
     assert "lm_head.weight" in model.state_dict() and "lm_head.weight" not in saved  # tied: save_pretrained drops it
-    checkpoint.load_weights(boosted, boosted, tiny_model_dir)
+    checkpoint.load_weights(boosted, boosted, tiny_model_dir, tied=True)
     assert boosted.loaded == str(tiny_model_dir)
+    # Tying is the config's word (Gemini frees parameter storage, so pointers cannot tell): untied, the head must be there.
+    with pytest.raises(InputError, match=r"lacks weights the model has \(1: lm_head.weight\)"):
+        checkpoint.load_weights(FakeBoosted(model), FakeBoosted(model), tiny_model_dir, tied=False)
 
     untied = tmp_path / "extra"
     untied.mkdir()
@@ -110,10 +113,10 @@ def test_tied_head_may_be_absent_but_nothing_else(tiny_model_dir, tmp_path):
     weights["model.layers.9.mlp.up_proj.weight"] = torch.zeros(1)
     save_file(weights, untied / "model.safetensors")
     with pytest.raises(InputError, match=r"holds weights the model does not have \(1: model.layers.9.mlp.up_proj"):
-        checkpoint.load_weights(boosted, boosted, untied)
+        checkpoint.load_weights(boosted, boosted, untied, tied=True)
 
     with pytest.raises(InputError, match="no model weights here") as caught:
-        checkpoint.load_weights(boosted, boosted, tmp_path / "empty")
+        checkpoint.load_weights(boosted, boosted, tmp_path / "empty", tied=True)
     assert caught.value.path == str(tmp_path / "empty")
 
 

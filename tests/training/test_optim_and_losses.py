@@ -99,3 +99,25 @@ def test_kl_is_zero_against_itself_and_ignores_new_rows():
     assert torch.allclose(kl_to_reference_sums(changed, logits, labels, 8), torch.zeros(1), atol=1e-6)
     changed[..., 0] += 1.0
     assert kl_to_reference_sums(changed, logits, labels, 8).item() > 0
+
+
+def test_mfu_flops_per_token_and_peak_table(monkeypatch):
+    """PaLM's 6·N + 12·L·d·T with the input embedding out of N unless it is tied (docs/training.md), and the peak
+    FLOP/s looked up by device name and precision."""
+    from transformers import LlamaConfig
+
+    from colossal_lang.training import metrics
+
+    tied = LlamaConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, tie_word_embeddings=True)
+    untied = LlamaConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, tie_word_embeddings=False)
+    assert metrics.flops_per_token(tied, 128, 500_000) == 6 * 500_000 + 12 * 2 * 64 * 128
+    assert metrics.flops_per_token(untied, 128, 564_000) == 6 * (564_000 - 64_000) + 12 * 2 * 64 * 128
+
+    monkeypatch.setattr(metrics.torch.cuda, "is_available", lambda: True)
+    for name, precision, peak in [("NVIDIA H100 80GB HBM3", "bf16", 989e12), ("NVIDIA H100 80GB HBM3", "fp32", 494e12),
+                                  ("NVIDIA H100 PCIe", "fp16", 756e12), ("NVIDIA H200", "bf16", 989e12),
+                                  ("NVIDIA A100-SXM4-80GB", "bf16", 312e12), ("Some Other GPU", "bf16", None)]:
+        monkeypatch.setattr(metrics.torch.cuda, "get_device_name", lambda *a, n=name: n)
+        assert metrics.peak_flops_per_device(precision) == peak, (name, precision)
+    monkeypatch.setattr(metrics.torch.cuda, "is_available", lambda: False)
+    assert metrics.peak_flops_per_device("bf16") is None  # no MFU on CPU

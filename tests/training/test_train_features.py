@@ -46,6 +46,10 @@ def runs(uninterrupted, tiny_model_dir, small_vocabulary_model, packed_dataset, 
                                     optimizer="lionw", lr=1e-2, weight_decay=0.0, lr_schedule="wsd", decay_ratio=0.4,
                                     warmup_steps=1, min_lr_ratio=0.1, save_interval=0),
         "lora": base_args(model, data, root / "lora", max_steps=2, lora_rank=4, use_neft=False),
+        "lora_embeddings": base_args(model, data, root / "lora_embeddings", max_steps=2, lora_rank=4, use_neft=False,
+                                     new_token_start=1000, save_interval=0),  # vocabulary grew: embeddings train
+        "lora_embeddings_neft": base_args(model, data, root / "lora_embeddings_neft", max_steps=1, lora_rank=4,
+                                          new_token_start=1000, neft_alpha=50.0, save_interval=0),
     }
     result = run_many(list(plan.values()))
     folders = {name: root / name for name in plan}
@@ -151,6 +155,32 @@ def test_lora_trains_adapters_and_merges_into_the_final_model(runs, tiny_model_d
     assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
     assert not torch.equal(before["model.layers.0.self_attn.q_proj.weight"], after["model.layers.0.self_attn.q_proj.weight"])
     assert torch.equal(before["model.norm.weight"], after["model.norm.weight"])
+
+
+def test_lora_with_embeddings_on_a_tied_model_saves_what_it_trained(runs, tiny_model_dir):
+    """modules_to_save trains separate copies of a tied model's embeddings and head: the final folder must keep
+    the trained head (untied), not let from_pretrained tie it back to the embeddings."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    final = runs["lora_embeddings"] / "final"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    saved = load_file(final / "model.safetensors")
+    assert model.config.tie_word_embeddings is False
+    assert torch.equal(model.lm_head.weight, saved["lm_head.weight"])
+    assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
+    before = state(tiny_model_dir)
+    assert not torch.equal(before["model.embed_tokens.weight"], model.model.embed_tokens.weight)
+    assert not torch.equal(before["lm_head.weight"], model.lm_head.weight)
+
+
+def test_neftune_noise_reaches_the_embeddings_lora_trains(runs):
+    """NEFTune is hooked after boosting onto the embedding the boosted model runs (under LoRA's modules_to_save, the
+    trained copy): same seed, same rows, noise on changes the first loss."""
+    plain = step_records(runs["lora_embeddings"] / "log.jsonl")[0]
+    noisy = step_records(runs["lora_embeddings_neft"] / "log.jsonl")[0]
+    assert plain["samples"] == noisy["samples"]
+    assert noisy["loss"] != pytest.approx(plain["loss"], rel=1e-6)
 
 
 def test_data_from_another_tokenizer_is_refused(runs):
