@@ -6,7 +6,8 @@ travels between processes is a few arrays per batch, not a Python object per tok
 With one process the Rust tokenizer spreads each batch over all cores itself. With several, each
 worker's tokenizer runs single-threaded (the workers would otherwise fight over the cores) and the
 main process goes on reading and validating the next records while the workers tokenize; at most
-`2 * num_proc` batches are in flight, so memory stays bounded however large the input.
+`2 * num_proc` batches are in flight, so memory stays bounded however large the input. A worker that
+dies outright (the kernel's out-of-memory killer) ends the run with an error instead of a silent hang.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, List
 
@@ -46,6 +49,20 @@ class TokenizedBatch:
 def labels_of(token_ids: np.ndarray, learned: np.ndarray) -> np.ndarray:
     """Training labels (int32): the token id where it is learned, IGNORE_INDEX elsewhere."""
     return np.where(learned, token_ids, IGNORE_INDEX).astype(np.int32, copy=False)
+
+
+def plain_backend(tokenizer):
+    """The Rust tokenizer of `tokenizer`, without the truncation or padding a tokenizer.json may have saved.
+
+    `tokenizer(text)` turns both off on every call (as the Hugging Face tokenizer itself does); a direct
+    call must too, or documents come out cut and padded to the saved length.
+    """
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    return backend
 
 
 def flatten_documents(documents: List[List[int]], loss_starts: Iterable[int]) -> TokenizedBatch:
@@ -94,20 +111,31 @@ def tokenize_in_order(
         for batch in batches:
             yield function(batch, **kwargs)
         return
+    # The platform's default start method; with fork nothing is pickled, with spawn `kwargs` is.
+    # Not multiprocessing.Pool: it replaces a killed worker and waits forever for the batch it held.
+    executor = ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context(),
+                                   initializer=_install_worker, initargs=(function, kwargs))
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # inherited by the workers: one thread each
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # inherited by the workers (started on first submit)
     try:
-        # The platform's default start method; with fork nothing is pickled, with spawn `kwargs` is.
-        with multiprocessing.get_context().Pool(num_proc, initializer=_install_worker, initargs=(function, kwargs)) as pool:
-            pending: deque = deque()
-            for batch in batches:
-                pending.append(pool.apply_async(_run_worker, (batch,)))
-                if len(pending) >= 2 * num_proc:
-                    yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(executor.submit(_run_worker, batch))
+            if len(pending) >= 2 * num_proc:
+                yield _result(pending.popleft())
+        while pending:
+            yield _result(pending.popleft())
     finally:
+        executor.shutdown(wait=True, cancel_futures=True)
         if saved is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = saved
+
+
+def _result(future: Future) -> TokenizedBatch:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise RuntimeError("a tokenizing worker process died (killed, most likely for lack of memory); "
+                           "rerun with a smaller --num_proc or split the input") from None

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
+from jinja2 import TemplateError
+
 from colossal_lang.errors import InputError
 
 # Built-ins, written for this project from the published formats. `{{ bos_token }}`/`{{ eos_token }}`
@@ -91,11 +93,15 @@ class RenderedConversation:
 def render_conversation(tokenizer, template: ChatTemplate, messages: List[Dict[str, str]]) -> RenderedConversation:
     """Render `messages` and find each assistant content and its end-of-turn in the text.
 
-    Raises ValueError when the template does not behave as a prefix-stable template must.
+    Raises ValueError when the template refuses the conversation (its own `raise_exception`) or does not
+    behave as a prefix-stable template must.
     """
     def render(turns, generation_prompt):
-        return tokenizer.apply_chat_template(turns, chat_template=template.source, tokenize=False,
-                                             add_generation_prompt=generation_prompt)
+        try:
+            return tokenizer.apply_chat_template(turns, chat_template=template.source, tokenize=False,
+                                                 add_generation_prompt=generation_prompt)
+        except TemplateError as error:
+            raise ValueError(str(error)) from None
 
     text = render(messages, False)
     spans, turn_ends = [], []
@@ -106,10 +112,14 @@ def render_conversation(tokenizer, template: ChatTemplate, messages: List[Dict[s
         through = render(messages[: index + 1], False)
         if not text.startswith(through) or not through.startswith(before):
             raise ValueError(f"chat template {template.name} is not prefix-stable at message {index}")
-        content_start = through.find(message["content"], len(before))
+        content = message["content"]
+        content_start = through.find(content, len(before))
+        if content_start < 0:  # templates that write `content | trim` (Llama 3's own)
+            content = content.strip()
+            content_start = through.find(content, len(before))
         if content_start < 0:
             raise ValueError(f"chat template {template.name} changed the text of message {index}")
-        content_end = content_start + len(message["content"])
+        content_end = content_start + len(content)
         found = [(through.find(end, content_end), end) for end in template.end_of_turn if end]
         found = [(position, end) for position, end in found if position >= 0]
         if not found:

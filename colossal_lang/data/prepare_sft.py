@@ -83,14 +83,16 @@ def prepare_sft(args) -> Dict:
     buckets = plan_buckets(packed, category_order, weights, args.num_spliced_dataset_bins, args.order, args.seed, args.total_tokens)
     counts = bucket_counts(packed, corpus, buckets)
 
+    truncated_kept = truncated_flags[np.asarray(keep, dtype=np.int64)]
     categories = {}
     for index, category in enumerate(category_order):
         doc_ids = (corpus.doc_category == index).nonzero()[0]
         entry = {
-            "records": int(sum(1 for c in read.columns["category"] if c == category)),
+            # Records kept, as for pretraining: one skipped while tokenizing is counted under "skipped" only.
+            "records": int(len(doc_ids)),
             "documents": int(len(doc_ids)),
             "chunked_documents": 0,
-            "truncated_documents": int(sum(truncated_flags[i] for i in keep if read.columns["category"][i] == category)),
+            "truncated_documents": int(truncated_kept[doc_ids].sum()),
             "input_sequences": len(packed.rows.get(category, [])),
             "input_tokens": int((corpus.doc_offsets[doc_ids + 1] - corpus.doc_offsets[doc_ids]).sum()),
         }

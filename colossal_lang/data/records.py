@@ -22,6 +22,18 @@ SFT_ROLE_ALIASES = {"human": "user", "user": "user", "assistant": "assistant", "
 COLOSSAL_ROLES = ("human", "assistant")
 OPENAI_ROLES = ("system", "user", "assistant")
 DEFAULT_SFT_CATEGORY = "sft"
+# Half of a UTF-16 surrogate pair: valid JSON (`"\\ud83d"`), but no Unicode text a tokenizer can encode.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> Optional[str]:
+    """Why a string cannot be tokenized, or None (JSON decoding already joined every valid pair)."""
+    if text.isascii():
+        return None
+    found = LONE_SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"holds a lone surrogate \\u{ord(found.group()):04x} at character {found.start()}"
 
 
 def validate_pretrain_record(record: dict) -> Tuple[Optional[dict], Optional[str]]:
@@ -35,6 +47,9 @@ def validate_pretrain_record(record: dict) -> Tuple[Optional[dict], Optional[str
     for name in PRETRAIN_FIELDS:
         if not isinstance(record[name], str):
             return None, f"wrong type: field {name!r} must be a string, got {type(record[name]).__name__}"
+        problem = text_problem(record[name])
+        if problem is not None:
+            return None, f"invalid text: field {name!r} {problem}"
     if record["target"] == "":
         return None, "empty target: field 'target' is an empty string"
     if record["category"].strip() == "":
@@ -62,6 +77,9 @@ def validate_sft_record(record: dict) -> Tuple[Optional[dict], Optional[str]]:
     category = record.get("category", DEFAULT_SFT_CATEGORY)
     if not isinstance(category, str) or not category.strip():
         return None, "wrong type: field 'category' must be a non-empty string"
+    problem = text_problem(category)
+    if problem is not None:
+        return None, f"invalid text: field 'category' {problem}"
     clean: List[Dict[str, str]] = []
     for index, message in enumerate(messages):
         where = f"message {index}"
@@ -82,6 +100,9 @@ def validate_sft_record(record: dict) -> Tuple[Optional[dict], Optional[str]]:
             return None, f"wrong type: {where} content must be a string, got {type(content).__name__}"
         if not content.strip():
             return None, f"empty content: {where} ({raw_role}) has no text"
+        problem = text_problem(content)
+        if problem is not None:
+            return None, f"invalid text: {where} content {problem}"
         clean.append({"role": SFT_ROLE_ALIASES[raw_role], "content": content})
     turns = clean[1:] if clean[0]["role"] == "system" else clean
     if not turns:

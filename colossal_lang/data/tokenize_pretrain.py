@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
-from colossal_lang.data.batch_tokenize import TokenizedBatch, flatten_documents
+from colossal_lang.data.batch_tokenize import TokenizedBatch, flatten_documents, plain_backend
 from colossal_lang.errors import InputError
 
 
@@ -58,7 +58,7 @@ def tokenize_pretrain_batch(records: List[dict], tokenizer, prefix_ids, suffix_i
     Offsets are computed only when a record of the batch has a source: pure pretraining text (empty
     source) learns every token, and skipping offsets keeps the fast path fast.
     """
-    backend = tokenizer.backend_tokenizer
+    backend = plain_backend(tokenizer)
     sources = [record["source"] for record in records]
     if any(sources):
         encodings = backend.encode_batch([source + record["target"] for source, record in zip(sources, records)],

@@ -15,7 +15,7 @@ from typing import List
 
 import numpy as np
 
-from colossal_lang.data.batch_tokenize import TokenizedBatch
+from colossal_lang.data.batch_tokenize import TokenizedBatch, plain_backend
 from colossal_lang.data.chat_templates import ChatTemplate, render_conversation
 from colossal_lang.data.tokenize_pretrain import first_token_ending_after
 
@@ -48,7 +48,7 @@ def tokenize_sft_batch(records: List[dict], tokenizer, template: ChatTemplate, m
         except ValueError as error:
             rendered.append(None)
             problems.append(f"template error: {error}")
-    encodings = tokenizer.backend_tokenizer.encode_batch(
+    encodings = plain_backend(tokenizer).encode_batch(
         [item.text if item is not None else "" for item in rendered], add_special_tokens=False)
     all_ids, all_learned, truncated = [], [], []
     for index, (item, encoding) in enumerate(zip(rendered, encodings)):

@@ -36,10 +36,16 @@ def smollm2_tokenizer_dir(smollm2_tokenizer, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mistral_tokenizer_dir(mistral_spm_path, tmp_path_factory) -> Path:
+    import sentencepiece
     from transformers import LlamaTokenizerFast
 
     folder = tmp_path_factory.mktemp("mistral-tokenizer")
-    LlamaTokenizerFast(vocab_file=str(mistral_spm_path), legacy=True).save_pretrained(folder)
+    # add_prefix_space=True: without it transformers 4.51 drops SentencePiece's dummy prefix ("▁A" becomes "A").
+    tokenizer = LlamaTokenizerFast(vocab_file=str(mistral_spm_path), legacy=True, add_prefix_space=True)
+    text = "Ahoj světe, jak se máš?\n  Dobře."
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == sentencepiece.SentencePieceProcessor(
+        model_file=str(mistral_spm_path)).encode(text)
+    tokenizer.save_pretrained(folder)
     return folder
 
 

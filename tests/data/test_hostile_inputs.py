@@ -26,6 +26,9 @@ PRETRAIN_CASES = {
     "null source": (b'{"source": null, "target": "Ahoj", "category": "cs"}', r"2: wrong type: field 'source' must be a string, got NoneType"),
     "empty target": (b'{"source": "Q", "target": "", "category": "cs"}', r"2: empty target"),
     "invalid UTF-8": (b'{"source": "", "target": "Ahoj \xff\xfe", "category": "cs"}', r"2: invalid UTF-8 at byte \d+"),
+    # Valid JSON, but half of an emoji's surrogate pair is no text a tokenizer can take.
+    "lone surrogate": (b'{"source": "Emoji: \\ud83d", "target": " a text", "category": "cs"}',
+                       r"2: invalid text: field 'source' holds a lone surrogate \\ud83d at character 7"),
 }
 
 
@@ -42,6 +45,9 @@ SFT_CASES = {
     "no answer": (_sft_line([USER]), r"2: no final answer"),
     "messages not a list": (b'{"messages": "Ahoj"}', r"2: wrong type: field 'messages' must be a list"),
     "first turn too long": (_sft_line([{"from": "human", "content": "Velmi dlouhá otázka. " * 40}, ANSWER]), r"2: first turn too long"),
+    "lone surrogate": (b'{"messages": [{"from": "human", "content": "Ahoj"}, '
+                       b'{"from": "assistant", "content": "\\udc00 :)"}]}',
+                       r"2: invalid text: message 1 content holds a lone surrogate \\udc00 at character 0"),
 }
 
 
@@ -78,7 +84,7 @@ def test_skip_policy_counts_each_reason_and_keeps_the_rest(smollm2_tokenizer_dir
     assert mixed["records_read"] == 2 * len(bad_lines) and mixed["records_kept"] == len(bad_lines)
     assert mixed["skipped"] == {
         "invalid JSON": 1, "expected a JSON object": 1, "missing field": 1, "unexpected field": 1,
-        "wrong type": 2, "empty target": 1, "invalid UTF-8": 1}
+        "wrong type": 2, "empty target": 1, "invalid UTF-8": 1, "invalid text": 1}
     assert mixed["categories"] == clean["categories"]
     assert load_parts(tmp_path / "out1")[0]["input_ids"] == load_parts(tmp_path / "out2")[0]["input_ids"]
 

@@ -61,9 +61,10 @@ def test_boundary_is_exact_and_specials_appear_once(which, smollm2_tokenizer, mi
     assert tokenizer.decode(context) == QUESTION
     assert learned[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(learned[:-1]).strip() == ANSWER.strip()
-    # The first learned token is the first one holding an answer character.
-    assert tokenizer.decode(input_ids[loss_start:loss_start + 1]).strip() == tokenizer.decode(
-        tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:1]).strip()
+    # The first learned token is the first one holding an answer character (not the answer tokenized alone:
+    # SentencePiece would start that with a lone dummy-prefix "▁").
+    first = tokenizer.decode(input_ids[loss_start:loss_start + 1]).strip()
+    assert first and ANSWER.strip().startswith(first)
 
 
 def test_token_straddling_the_boundary_is_learned(smollm2_tokenizer):

@@ -122,3 +122,56 @@ def test_colossal_llama_version_flag_picks_the_llama2_template(mistral_tokenizer
     manifest = prepare_sft(tmp_path / "in.jsonl", mistral_tokenizer_dir, tmp_path / "out", "--llama_version", 2)
     assert manifest["chat_template"] == "llama2"
     assert manifest["categories"]["sft"]["loss_tokens"] > 0
+
+
+# Published templates of real models (tokenizer_config.json of Mistral-7B-Instruct-v0.1 and Meta-Llama-3-8B-Instruct).
+MISTRAL_V01_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+LLAMA3_INSTRUCT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim"
+    " + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def _with_template(tokenizer_dir, template, folder):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(folder)
+    return folder, tokenizer
+
+
+def test_template_raising_an_error_names_file_and_line(mistral_tokenizer_dir, jsonl, prepare_sft, load_parts, tmp_path):
+    """Mistral v0.1's own template refuses a system message with raise_exception (a jinja2 TemplateError)."""
+    tokenizer_dir, tokenizer = _with_template(mistral_tokenizer_dir, MISTRAL_V01_TEMPLATE, tmp_path / "tokenizer")
+    path = jsonl(tmp_path / "chat.jsonl", [{"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[:3]}])
+    with pytest.raises(InputError, match=r"chat\.jsonl:2: template error: Conversation roles must alternate"):
+        prepare_sft(path, tokenizer_dir, tmp_path / "out")
+    manifest = prepare_sft(path, tokenizer_dir, tmp_path / "out", "--on_error", "skip")
+    assert manifest["records_kept"] == 1 and manifest["skipped"] == {"template error": 1}
+    row = load_parts(tmp_path / "out")[0][0]
+    assert row["input_ids"] == tokenizer.apply_chat_template(CONVERSATION[1:3], tokenize=True)
+
+
+def test_template_that_trims_contents_learns_the_trimmed_answer(llama3_tokens_tokenizer_dir, jsonl, prepare_sft,
+                                                              load_parts, tmp_path):
+    """Llama 3's own template writes `content | trim`: an answer ending with a newline is still found and learned."""
+    tokenizer_dir, tokenizer = _with_template(llama3_tokens_tokenizer_dir, LLAMA3_INSTRUCT_TEMPLATE,
+                                              tmp_path / "tokenizer")
+    messages = [{"role": "user", "content": "  Jaké je hlavní město České republiky?\n"},
+                {"role": "assistant", "content": "Hlavním městem je Praha.\n\n"}]
+    jsonl(tmp_path / "chat.jsonl", [{"messages": messages}])
+    prepare_sft(tmp_path / "chat.jsonl", tokenizer_dir, tmp_path / "out")
+    row = load_parts(tmp_path / "out")[0][0]
+    assert row["input_ids"] == tokenizer.apply_chat_template(messages, tokenize=True)
+    runs = _label_runs(row["labels"])
+    assert len(runs) == 1 and tokenizer.decode(runs[0][:-1]) == "Hlavním městem je Praha."
+    assert tokenizer.convert_ids_to_tokens(runs[0][-1]) == "<|eot_id|>"
