@@ -18,7 +18,7 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, List
+from typing import Callable, Iterable, Iterator, List, Optional
 
 import numpy as np
 
@@ -51,17 +51,26 @@ def labels_of(token_ids: np.ndarray, learned: np.ndarray) -> np.ndarray:
     return np.where(learned, token_ids, IGNORE_INDEX).astype(np.int32, copy=False)
 
 
-def plain_backend(tokenizer):
+def plain_backend(tokenizer, split_special_tokens: Optional[bool] = None):
     """The Rust tokenizer of `tokenizer`, without the truncation or padding a tokenizer.json may have saved.
 
     `tokenizer(text)` turns both off on every call (as the Hugging Face tokenizer itself does); a direct
     call must too, or documents come out cut and padded to the saved length.
+
+    `split_special_tokens`: True tokenizes special-token strings in the text (`</s>`, `<|im_end|>`) as ordinary
+    text, False makes them the special tokens; None does what `tokenizer(text)` does (the tokenizer's own
+    `split_special_tokens`, False unless its config says otherwise). Always set: the Rust tokenizer keeps
+    the last value given, and `tokenizer(text, split_special_tokens=True)` leaves it on.
     """
     backend = tokenizer.backend_tokenizer
     if backend.truncation is not None:
         backend.no_truncation()
     if backend.padding is not None:
         backend.no_padding()
+    if split_special_tokens is None:
+        split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    if backend.encode_special_tokens != split_special_tokens:
+        backend.encode_special_tokens = split_special_tokens
     return backend
 
 

@@ -4,9 +4,10 @@
   order, and refuses folders built with different tokenizers or `max_length`s.
 - `PackedCollator` pads with the pad id (labels with -100), gives each packed document its own position ids,
   and, for `doc_causal` packing, keeps attention inside each document.
-- `ResumableSampler` walks a seeded permutation of the whole dataset (the stored order for a curriculum);
-  its position is the global number of samples consumed in the current epoch, so a resumed run (even with
-  another number of data-parallel workers) continues at the same place in the data.
+- `ResumableSampler` walks the buckets (arrow parts) in their order, each one in a seeded per-epoch
+  permutation (the stored order for a curriculum); its position is the global number of samples consumed in
+  the current epoch, so a resumed run (even with another number of data-parallel workers) continues at the
+  same place in the data.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class PreparedDataset:
     categories: List[str] = field(default_factory=list)
     sources: List[str] = field(default_factory=list)
     curriculum: bool = False  # prepared with --order curriculum: train the rows in their stored order
+    bucket_sizes: List[int] = field(default_factory=list)  # rows per part folder, in training order
 
 
 def _part_folders(path: Path) -> tuple[list[Path], dict]:
@@ -104,6 +106,7 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
         tokenizer_hash=first.get("tokenizer_hash"),
         categories=categories,
         sources=[str(p) for p in paths],
+        bucket_sizes=[len(part) for part in datasets],
         curriculum=any(m.get("order") == "curriculum" for _, m in manifests),
     )
 
@@ -201,20 +204,30 @@ class IndexedRows(torch.utils.data.Dataset):
 
 
 class ResumableSampler(Sampler):
-    """Yields this rank's share of a seeded per-epoch permutation, from a global sample position.
+    """Yields this rank's share of a seeded per-epoch order of the dataset, from a global sample position.
 
-    Global position p (0-based, within the epoch) goes to rank p % num_replicas, so micro-batch m of every
-    rank together covers positions [start + m·B·R, start + (m+1)·B·R). `samples_per_epoch` is cut to whole
-    optimizer steps (the rest of the epoch is dropped, and reported by the trainer), and so is the reading
-    from `start`: a resume with another global batch can start between steps, and every rank must still get
-    the same number of micro-batches (one more on a rank would leave it alone in a collective).
+    The order walks the buckets (`bucket_sizes`, the arrow parts in training order; one bucket by default)
+    one after the other, each shuffled with a generator seeded by `seed + epoch` (kept as stored without
+    `shuffle`). Global position p (0-based, within the epoch) goes to rank p % num_replicas, so micro-batch m
+    of every rank together covers positions [start + m·B·R, start + (m+1)·B·R).
+
+    An epoch reads whole optimizer steps from `start` while they fit in the dataset: from 0 that is
+    `samples_per_epoch` (the last `dataset_size % global_batch_size` rows are dropped, and reported by the
+    trainer). A run resumed with another global batch may start between steps; it reads every whole global
+    batch left after `start` (`end`), so it reads the same rows the saved run would have, save at most the
+    last `dropped` < global batch, and every rank gets the same number of micro-batches (one more on a rank
+    would leave it alone in a collective).
     """
 
     def __init__(self, dataset_size: int, num_replicas: int, rank: int, seed: int, global_batch_size: int,
-                 shuffle: bool = True):
+                 shuffle: bool = True, bucket_sizes: Optional[Sequence[int]] = None):
         if global_batch_size % num_replicas:
             raise ValueError("the global batch must be a multiple of the number of data-parallel ranks")
+        bucket_sizes = [dataset_size] if bucket_sizes is None else [int(size) for size in bucket_sizes]
+        if sum(bucket_sizes) != dataset_size or min(bucket_sizes, default=0) < 0:
+            raise ValueError(f"bucket sizes {bucket_sizes} do not add up to the dataset size {dataset_size}")
         self.dataset_size = dataset_size
+        self.bucket_sizes = bucket_sizes
         self.num_replicas = num_replicas
         self.rank = rank
         self.seed = seed
@@ -233,22 +246,34 @@ class ResumableSampler(Sampler):
 
     def set_position(self, epoch: int, consumed_samples: int) -> None:
         """Continue at `consumed_samples` of `epoch`; less than a global batch left in it starts the next."""
+        if consumed_samples < 0:
+            raise ValueError(f"consumed_samples must not be negative, got {consumed_samples}")
         self.epoch = epoch
         self.start = consumed_samples
-        if self.samples_per_epoch - self.start < self.global_batch_size:
+        if self.dataset_size - self.start < self.global_batch_size:
             self.epoch, self.start = epoch + 1, 0
 
     @property
     def end(self) -> int:
-        """Where reading this epoch stops: after the last whole global batch from `start`."""
-        steps_left = max(0, self.samples_per_epoch - self.start) // self.global_batch_size
+        """Where reading this epoch stops: after the last whole global batch from `start` within the dataset."""
+        steps_left = max(0, self.dataset_size - self.start) // self.global_batch_size
         return self.start + steps_left * self.global_batch_size
 
+    @property
+    def dropped(self) -> int:
+        """Rows of this epoch after `end`, never read (fewer than a global batch)."""
+        return max(0, self.dataset_size - self.end)
+
     def order(self, epoch: int) -> List[int]:
+        """Dataset indices in this epoch's reading order: bucket after bucket, each permuted when shuffling."""
         if not self.shuffle:
             return list(range(self.dataset_size))
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.dataset_size, generator=generator).tolist()
+        order, offset = [], 0
+        for size in self.bucket_sizes:  # one bucket: exactly the single permutation of the whole dataset
+            order += (torch.randperm(size, generator=generator) + offset).tolist()
+            offset += size
+        return order
 
     def __iter__(self) -> Iterator[int]:
         order = self.order(self.epoch)
@@ -260,4 +285,5 @@ class ResumableSampler(Sampler):
 
     def state_dict(self, consumed_samples: int) -> dict:
         return {"epoch": self.epoch, "consumed_samples": consumed_samples, "seed": self.seed,
-                "dataset_size": self.dataset_size, "global_batch_size": self.global_batch_size}
+                "dataset_size": self.dataset_size, "global_batch_size": self.global_batch_size,
+                "bucket_sizes": list(self.bucket_sizes)}

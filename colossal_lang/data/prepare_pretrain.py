@@ -19,7 +19,7 @@ from colossal_lang.data.jsonl import ON_ERROR_CHOICES
 from colossal_lang.data.mixing import ORDER_CHOICES, parse_category_weights
 from colossal_lang.data.records import scan_inputs, validate_pretrain_record
 from colossal_lang.data.summary import print_summary
-from colossal_lang.data.tokenize_pretrain import document_specials, tokenize_pretrain_batch
+from colossal_lang.data.tokenize_pretrain import SPECIAL_TOKENS_IN_TEXT, document_specials, tokenize_pretrain_batch
 from colossal_lang.data.tokenized_corpus import (
     TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, plan_buckets, tokenize_inputs,
 )
@@ -54,6 +54,11 @@ def add_common_flags(parser: argparse.ArgumentParser, default_packing: str) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(parser, default_packing="doc_causal")
+    parser.add_argument("--special_tokens_in_text", choices=SPECIAL_TOKENS_IN_TEXT, default=None,
+                        help="a special token's string in the text (</s>, <|im_end|>): parse = that special token "
+                             "(keeps the markers of chat-formatted text), split = ordinary text (raw web text: no fake "
+                             "EOS or turn markers); default: as tokenizer(text), i.e. parse unless the tokenizer's "
+                             "config sets split_special_tokens. BOS/EOS around documents are added either way")
     return parser
 
 
@@ -107,9 +112,13 @@ def prepare_pretrain(args) -> Dict:
     check_common_flags(args)
     weights = parse_category_weights(args.category_weights)
     tokenizer = load_tokenizer(args.tokenizer_dir)
+    if args.special_tokens_in_text is None:  # what tokenizer(text) does
+        args.special_tokens_in_text = "split" if getattr(tokenizer, "split_special_tokens", False) else "parse"
     inputs = scan_inputs(args.data_input_dirs)
     output_dir = Path(args.data_output_dirs)
-    fingerprint, tokenizer_sha256 = output_fingerprint(args, inputs.sha256, kind="pretrain")
+    # "parse" stays out of the fingerprint: outputs prepared before the flag existed are still recognised.
+    split = {"special_tokens_in_text": "split"} if args.special_tokens_in_text == "split" else {}
+    fingerprint, tokenizer_sha256 = output_fingerprint(args, inputs.sha256, kind="pretrain", **split)
     existing = already_prepared(output_dir, fingerprint, args.overwrite)
     if existing is not None:
         return existing
@@ -117,7 +126,8 @@ def prepare_pretrain(args) -> Dict:
     specials = document_specials(tokenizer)
     batches, read = tokenize_inputs(
         inputs, validate_pretrain_record, args.on_error, tokenize_pretrain_batch,
-        {"tokenizer": tokenizer, "prefix_ids": specials.prefix_ids, "suffix_ids": specials.suffix_ids},
+        {"tokenizer": tokenizer, "prefix_ids": specials.prefix_ids, "suffix_ids": specials.suffix_ids,
+         "special_tokens_in_text": args.special_tokens_in_text},
         args.num_proc, batch_size=1000, desc="reading + tokenizing",
     )
     category_order = category_order_of(weights, read.columns["category"])
@@ -152,6 +162,7 @@ def prepare_pretrain(args) -> Dict:
         "category_weights": weights or None,
         "order": args.order,
         "seed": args.seed,
+        "special_tokens_in_text": args.special_tokens_in_text,
         "inputs": read.input_files,
         "records_read": read.records_read,
         "records_kept": read.kept,

@@ -17,6 +17,10 @@ from typing import List
 from colossal_lang.data.batch_tokenize import TokenizedBatch, flatten_documents, plain_backend
 from colossal_lang.errors import InputError
 
+# What a special token's string inside the text becomes: the special token ("parse", as `tokenizer(text)`),
+# or ordinary text ("split", as `tokenizer(text, split_special_tokens=True)`).
+SPECIAL_TOKENS_IN_TEXT = ("parse", "split")
+
 
 @dataclass(frozen=True)
 class DocumentSpecials:
@@ -51,14 +55,19 @@ def _find_sublist(haystack: List[int], needle: List[int]) -> int:
     return -1
 
 
-def tokenize_pretrain_batch(records: List[dict], tokenizer, prefix_ids, suffix_ids) -> TokenizedBatch:
+def tokenize_pretrain_batch(records: List[dict], tokenizer, prefix_ids, suffix_ids,
+                            special_tokens_in_text: str = "parse") -> TokenizedBatch:
     """Batch function of `tokenize_in_order`: [{source, target}, ...] → documents with their labels.
 
-    The Rust tokenizer is called directly (the same ids as `tokenizer(text, add_special_tokens=False)`).
+    The Rust tokenizer is called directly (the same ids as `tokenizer(text, add_special_tokens=False)`, with
+    `split_special_tokens=True` for `special_tokens_in_text="split"`: a `</s>` in the text is then ordinary
+    text, never the special id). `prefix_ids`/`suffix_ids` (BOS/EOS) are added as ids in both modes.
     Offsets are computed only when a record of the batch has a source: pure pretraining text (empty
     source) learns every token, and skipping offsets keeps the fast path fast.
     """
-    backend = plain_backend(tokenizer)
+    if special_tokens_in_text not in SPECIAL_TOKENS_IN_TEXT:
+        raise ValueError(f"special_tokens_in_text must be one of {SPECIAL_TOKENS_IN_TEXT}")
+    backend = plain_backend(tokenizer, split_special_tokens=special_tokens_in_text == "split")
     sources = [record["source"] for record in records]
     if any(sources):
         encodings = backend.encode_batch([source + record["target"] for source, record in zip(sources, records)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,82 @@ def test_pipeline_rows_carry_the_exact_masks(which, request, jsonl, prepare_pret
         expected += [(input_ids[i:i + 32], labels[i:i + 32]) for i in range(0, len(input_ids), 32)]
     assert sorted(pieces) == sorted(expected)
     assert any(all(label == IGNORE_INDEX for label in labels) for _, labels in pieces)  # a chunk of pure source
+
+
+SPECIAL_IN_TEXT = " Konec dokumentu</s> a pak <|endoftext|> nebo <|im_end|>\n<s>další text."
+
+
+@pytest.mark.parametrize("which", ["smollm2", "mistral"])
+def test_special_token_strings_in_the_text_are_parsed_or_split(which, smollm2_tokenizer, mistral_tokenizer, data_dir):
+    """parse: `</s>`/`<|endoftext|>` in a document become the special ids (as tokenizer(text)); split: never,
+    and the ids are the tokenizer's own with split_special_tokens=True. BOS/EOS and the loss boundary stay."""
+    import json
+
+    tokenizer = smollm2_tokenizer if which == "smollm2" else mistral_tokenizer
+    specials = document_specials(tokenizer)
+    prefix, suffix = list(specials.prefix_ids), list(specials.suffix_ids)
+    first_line = (data_dir / "pretrain" / "cs" / "fortunes.jsonl").read_text(encoding="utf-8").splitlines()[0]
+    target = json.loads(first_line)["target"] + SPECIAL_IN_TEXT
+    special_ids = set(tokenizer.all_special_ids)
+    in_text = {tokenizer.convert_tokens_to_ids(t) for t in ("</s>", "<|endoftext|>", "<|im_end|>", "<s>")
+               if t in tokenizer.all_special_tokens}
+    assert in_text  # the text holds strings of this tokenizer's special tokens (</s>, <s>; <|endoftext|>, <|im_end|>)
+
+    def run(mode, records):
+        batch = tokenize_pretrain_batch(records, tokenizer, specials.prefix_ids, specials.suffix_ids,
+                                        special_tokens_in_text=mode)
+        ends = np.cumsum(batch.lengths)
+        return [(batch.token_ids[e - n:e].tolist(), batch.labels[e - n:e].tolist()) for e, n in zip(ends, batch.lengths)]
+
+    records = [{"source": "", "target": target}, {"source": QUESTION, "target": ANSWER + SPECIAL_IN_TEXT}]
+    parsed, split = run("parse", records), run("split", records)
+    text_ids = lambda ids: ids[len(prefix):len(ids) - len(suffix)]  # noqa: E731
+    for (parse_ids, _), (split_ids, _) in zip(parsed, split):
+        assert in_text <= set(text_ids(parse_ids))
+        assert not special_ids & set(text_ids(split_ids))
+        assert parse_ids[:len(prefix)] == split_ids[:len(prefix)] == prefix  # the real BOS, once
+        assert parse_ids[-len(suffix):] == split_ids[-len(suffix):] == suffix  # the real EOS ends the document
+    # split gives exactly the tokenizer's own split_special_tokens=True ids; parse its default ones.
+    for record, (parse_ids, _), (split_ids, _) in zip(records, parsed, split):
+        text = record["source"] + record["target"]
+        assert split_ids == prefix + tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] + suffix
+        assert parse_ids == prefix + tokenizer(text, add_special_tokens=False)["input_ids"] + suffix
+    # The loss boundary is the same token in both modes (the source has no special-token strings).
+    (parse_ids, parse_labels), (split_ids, split_labels) = parsed[1], split[1]
+    boundary = lambda labels: next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)  # noqa: E731
+    assert boundary(parse_labels) == boundary(split_labels) > len(prefix)
+    assert parse_ids[:boundary(parse_labels)] == split_ids[:boundary(split_labels)]
+    # The Rust tokenizer keeps the last split_special_tokens it was given: parse must not inherit a split.
+    tokenizer("a</s>", split_special_tokens=True)
+    assert run("parse", records) == parsed
+    tokenizer("a</s>")  # and the other way round
+    assert run("split", records) == split
+
+
+def test_special_tokens_in_text_flag_reaches_rows_and_manifest(smollm2_tokenizer_dir, smollm2_tokenizer, jsonl,
+                                                                prepare_pretrain, load_parts, tmp_path):
+    texts = ["Ahoj <|im_end|> světe" + SPECIAL_IN_TEXT, "Druhý <|endoftext|> dokument."]
+    jsonl(tmp_path / "in.jsonl", [{"source": "", "target": text, "category": "cs"} for text in texts])
+    rows = {}
+    for mode in ("default", "parse", "split"):
+        flags = [] if mode == "default" else ["--special_tokens_in_text", mode]
+        manifest = prepare_pretrain(tmp_path / "in.jsonl", smollm2_tokenizer_dir, tmp_path / mode, "--max_length", 256,
+                                    "--order", "curriculum", *flags)
+        assert manifest["special_tokens_in_text"] == ("parse" if mode == "default" else mode)
+        rows[mode] = [(row["input_ids"], row["doc_lengths"]) for row in load_parts(tmp_path / mode)[0]]
+    assert rows["default"] == rows["parse"] != rows["split"]
+    eos = smollm2_tokenizer.eos_token_id
+    (ids, doc_lengths), = rows["split"]
+    ends = list(np.cumsum(doc_lengths) - 1)
+    assert [i for i, token in enumerate(ids) if token in smollm2_tokenizer.all_special_ids] == ends  # EOS only
+    assert all(ids[end] == eos for end in ends)
+    (ids, _), = rows["parse"]
+    assert ids.count(eos) > len(texts) and 0 in ids  # <|im_end|> and <|endoftext|> from the text
+    # parse keeps the fingerprint of outputs made before the flag; split is another dataset.
+    assert json.loads((tmp_path / "default" / "manifest.json").read_text())["fingerprint"] == \
+        json.loads((tmp_path / "parse" / "manifest.json").read_text())["fingerprint"]
+    from colossal_lang.errors import InputError
+
+    with pytest.raises(InputError, match="different dataset"):
+        prepare_pretrain(tmp_path / "in.jsonl", smollm2_tokenizer_dir, tmp_path / "parse", "--max_length", 256,
+                         "--order", "curriculum", "--special_tokens_in_text", "split")

@@ -156,3 +156,94 @@ def test_a_curriculum_dataset_is_trained_in_its_stored_order(packed_dataset, tmp
         orders[name] = list(sampler)
     assert orders["curriculum"] == list(range(len(orders["curriculum"])))
     assert orders["shuffle"] != orders["curriculum"]
+
+
+def loader_args(batch_size=1, seed=1):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(seed=seed, batch_size=batch_size, accumulation_steps=1, attention="auto", plugin="ddp",
+                           use_flash_attn=False, num_workers=0, tokenizer_dir="unused")
+
+
+def rows_read(prepared, dp_size: int, consumed: int = 0, steps: int = None) -> list:
+    """Dataset rows the `dp_size` ranks' real loaders feed from `consumed` on, step by step (global order)."""
+    from types import SimpleNamespace
+
+    from colossal_lang.training.setup import build_loader
+
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=0)
+    loaders = []
+    for rank in range(dp_size):
+        loader, sampler = build_loader(loader_args(), prepared, tokenizer, dp_size=dp_size, dp_rank=rank)
+        sampler.set_position(0, consumed)
+        loaders.append(loader)
+    rows = []
+    for step, batches in enumerate(zip(*loaders)):
+        if steps is not None and step == steps:
+            break
+        rows += [index for batch in batches for index in batch["indices"]]
+    return rows
+
+
+def test_resume_with_more_workers_reads_every_whole_global_batch_left(ragged_dataset):
+    """2 workers save after 10 rows of 40; 3 workers resume: rows 10..39 are 10 whole global batches of 3.
+
+    The epoch used to end at 3 × (40 // 3) = 39 counted from 0, so the resumed run stopped at 37 and skipped
+    3 rows the interrupted run would have trained on.
+    """
+    prepared = load_prepared_dataset([str(ragged_dataset)])
+    assert len(prepared.dataset) == 40
+    uninterrupted = rows_read(prepared, 2)
+    assert sorted(uninterrupted) == list(range(40))  # 40 = 20 whole steps of 2: nothing dropped
+    resumed = rows_read(prepared, 2, steps=5) + rows_read(prepared, 3, consumed=10)
+    assert resumed == uninterrupted  # the same rows, in the same order, none skipped or repeated
+    sampler = ResumableSampler(40, 3, 0, 1, global_batch_size=3)
+    sampler.set_position(0, 10)
+    assert (sampler.end, sampler.dropped, len(sampler)) == (40, 0, 10)
+    sampler.set_position(0, 0)  # from the start of an epoch, the last row is left over and reported
+    assert (sampler.end, sampler.dropped) == (39, 1)
+
+
+def test_sampler_keeps_the_bucket_order_and_shuffles_inside_each_bucket(packed_dataset):
+    """Buckets (arrow parts) are trained in order: epoch after epoch, bucket 0's rows all come before bucket 1's."""
+    from datasets import load_from_disk
+
+    prepared = load_prepared_dataset([str(packed_dataset)])
+    sizes = [len(load_from_disk(str(p))) for p in sorted((packed_dataset / "arrow").glob("part-*"))]
+    assert prepared.bucket_sizes == sizes and len(sizes) == 2
+    total, first = sum(sizes), sizes[0]
+    sampler = ResumableSampler(total, 1, 0, 5, global_batch_size=1, bucket_sizes=prepared.bucket_sizes)
+    orders = [sampler.order(epoch) for epoch in range(3)]
+    for order in orders:
+        assert sorted(order[:first]) == list(range(first)) and sorted(order[first:]) == list(range(first, total))
+    assert orders[0] != orders[1] != orders[2] and orders[0] != orders[2]  # another shuffle each epoch
+    assert orders[0][:first] != list(range(first))
+    assert orders[0] == ResumableSampler(total, 1, 0, 5, 1, bucket_sizes=sizes).order(0)  # deterministic
+    # One bucket: the same order as before buckets were known (checkpoints of one-part datasets resume alike).
+    assert ResumableSampler(total, 1, 0, 5, 1, bucket_sizes=[total]).order(0) == torch.randperm(
+        total, generator=torch.Generator().manual_seed(5)).tolist()
+    # An empty bucket changes nothing but is allowed; sizes that do not add up are refused.
+    with_empty = ResumableSampler(total, 1, 0, 5, 1, bucket_sizes=[first, 0, total - first]).order(0)
+    assert sorted(with_empty[:first]) == list(range(first))
+    with pytest.raises(ValueError, match="add up"):
+        ResumableSampler(total, 1, 0, 5, 1, bucket_sizes=[first])
+
+
+@pytest.mark.parametrize("new_world", [1, 3])
+def test_resume_across_worker_counts_keeps_the_bucket_order(new_world):
+    """Buckets of 7, 0 and 12 rows; 2 workers save mid-bucket 0, 1 or 3 workers resume across the boundary."""
+    sizes, seed = [7, 0, 12], 11
+    two = [ResumableSampler(19, 2, rank, seed, global_batch_size=2, bucket_sizes=sizes) for rank in range(2)]
+    order = two[0].order(0)
+    for sampler in two:
+        sampler.set_position(0, 4)
+    saved_run = [index for pair in zip(*map(list, two)) for index in pair]
+    assert saved_run == order[4:18]  # 19 rows: whole steps of 2 end at 18
+    resumed = [ResumableSampler(19, new_world, rank, seed, new_world, bucket_sizes=sizes) for rank in range(new_world)]
+    for sampler in resumed:
+        sampler.set_position(0, 4)
+    read = [index for group in zip(*map(list, resumed)) for index in group]
+    end = 4 + (19 - 4) // new_world * new_world
+    assert read == order[4:end] and len(set(read)) == len(read)
+    assert resumed[0].dropped == 19 - end
+    assert set(order[:7]) == set(range(7))  # bucket 0 first
