@@ -3,9 +3,15 @@
 On the real SmolLM2-135M expanded with a Czech byte-level BPE (trained on data/pretrain/cs and appended
 by colossal_lang.tokenizer, or by plain `tokenizers` calls where that stage is absent), this measures bits per byte on held-out
 Czech and English for the base model with its own tokenizer and for the expanded model initialised with
-mean_of_pieces, mean and random; and the wall time and peak RSS of `init_model` against loading the model once.
+mean_of_pieces (default piece_weight), mean and random; and the wall time and peak RSS of `init_model`
+against loading the model once.
 
-    .venv/bin/python benchmarks/bench_model_init.py [--czech_vocab_size 16000] [--docs 5] [--chars 1200]
+The piece_weight sweep (new row = mean + w * (mean of pieces - mean)) grows the model in process with
+`expand_model`, once per weight, plus one untied copy of SmolLM2 (input rows the plain mean of pieces,
+head rows pulled toward the mean). --explore adds the other row recipes that were tried (rows computed
+from the plain mean of pieces and the mean row); they are not options of init_model.
+
+    .venv/bin/python benchmarks/bench_model_init.py [--czech_vocab_size 16000] [--docs 5] [--chars 1200] [--explore]
 
 Prints a markdown table; --write_results also writes it to benchmarks/results_model_init.md.
 """
@@ -32,6 +38,7 @@ sys.path.insert(0, str(REPO))
 SMOLLM2 = REPO / ".cache" / "models" / "SmolLM2-135M-Instruct"
 HELDOUT = {"cs": ["cs_fortunes.jsonl", "cs_libreoffice_help.jsonl"], "en": ["en_libreoffice_help.jsonl", "en_state_of_the_union.jsonl"]}
 INITS = ("mean_of_pieces", "mean", "random")
+PIECE_WEIGHTS = (1.0, 0.9, 0.85, 0.8, 0.7, 0.5)
 
 
 def read_targets(path: Path, limit: int) -> list:
@@ -60,6 +67,72 @@ def build_czech_tokenizer(workdir: Path, czech_vocab_size: int) -> tuple:
                          "--expand_from_tokenizer", str(trained), "--reference_text", "data/pretrain/en"])
     return output, (f"colossal_lang.tokenizer: a {czech_vocab_size}-token Czech byte-level BPE trained on data/pretrain/cs, "
                     "appended to SmolLM2's tokenizer with pieces that would change data/pretrain/en's tokenization left out")
+
+
+def mean_final_hidden(model, tokenizer, texts: list) -> torch.Tensor:
+    """Mean of the last (normed) hidden state, the vector the head multiplies, over the tokens of `texts`."""
+    states = []
+    with torch.no_grad():
+        for text in texts:
+            output = model(tokenizer(text, return_tensors="pt").input_ids, output_hidden_states=True)
+            states.append(output.hidden_states[-1][0])
+    return torch.cat(states).mean(0)
+
+
+def explored_rows(pieces: torch.Tensor, mean_row: torch.Tensor, typical_norm: float, english_direction: torch.Tensor) -> dict:
+    """Row recipes tried besides piece_weight, from the plain mean-of-pieces rows and the mean row."""
+    mean_unit = mean_row / mean_row.norm()
+    unit = english_direction / english_direction.norm()
+    return {
+        "pieces - 0.25 x mean row": pieces - 0.25 * mean_row,
+        "pieces - 0.5 x mean row": pieces - 0.5 * mean_row,
+        "pieces, half the component along the mean row removed": pieces - 0.5 * (pieces @ mean_unit).unsqueeze(1) * mean_unit,
+        "pieces - 0.5 x unit mean English hidden state (needs English text)": pieces - 0.5 * unit,
+        "pieces - 1.0 x unit mean English hidden state (needs English text)": pieces - 1.0 * unit,
+        "pieces scaled to the typical row norm": pieces * (typical_norm / pieces.norm(dim=1, keepdim=True)),
+        "0.7 x pieces + 0.4 x mean row": 0.7 * pieces + 0.4 * mean_row,
+    }
+
+
+def sweep(base_model, base_tokenizer, expanded_tokenizer, heldout: dict, skip: float, explore: bool) -> dict:
+    """Bits per byte for every piece_weight but `skip` (measured through init_model), untied, and --explore rows."""
+    import copy
+
+    from colossal_lang.model.init_model import expand_model
+
+    score = lambda model: {lang: bits_per_byte(model, expanded_tokenizer, texts) for lang, texts in heldout.items()}
+    rows = collections.OrderedDict()
+    for weight in PIECE_WEIGHTS:
+        if weight == skip:
+            continue
+        model = copy.deepcopy(base_model)
+        report = expand_model(model, base_tokenizer, expanded_tokenizer, "mean_of_pieces", piece_weight=weight, progress=False)
+        rows[f"mean_of_pieces, piece_weight {weight:g}"] = score(model)
+        print(weight, rows[f"mean_of_pieces, piece_weight {weight:g}"], flush=True)
+        if weight == 1.0 and explore:
+            plain, new_ids = model, report.new_token_ids
+        else:
+            del model
+    untied = copy.deepcopy(base_model)
+    untied.config.tie_word_embeddings = False
+    untied.lm_head.weight = torch.nn.Parameter(untied.model.embed_tokens.weight.detach().clone())
+    expand_model(untied, base_tokenizer, expanded_tokenizer, "mean_of_pieces", piece_weight=skip, progress=False)
+    extra = untied.lm_head.weight.numel() / 1e6
+    name = f"untied copy: input rows plain mean of pieces, head rows piece_weight {skip:g} (a separate head: +{extra:.0f}M parameters)"
+    rows[name] = score(untied)
+    print("untied", rows[name], flush=True)
+    del untied
+    if explore:
+        source = base_model.model.embed_tokens.weight.detach().float()
+        english = [text for name in ("libreoffice_help.jsonl", "moby_dick.jsonl") for text in read_targets(REPO / "data/pretrain/en" / name, 10)][:12]
+        direction = mean_final_hidden(base_model, base_tokenizer, [text[:1500] for text in english])
+        weight = plain.model.embed_tokens.weight.data
+        pieces = weight[new_ids].clone()
+        for name, new_rows in explored_rows(pieces, source.mean(0), float(source.norm(dim=1).mean()), direction).items():
+            weight[new_ids] = new_rows.to(weight.dtype)
+            rows[f"explored: {name}"] = score(plain)
+            print(name, rows[f"explored: {name}"], flush=True)
+    return rows
 
 
 def peak_rss_kib() -> int:
@@ -100,6 +173,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=5, help="held-out documents per file")
     parser.add_argument("--chars", type=int, default=1200, help="characters kept per document")
     parser.add_argument("--write_results", action="store_true")
+    parser.add_argument("--explore", action="store_true", help="also measure the row recipes that were tried and not adopted")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -108,6 +182,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from colossal_lang.model.import_smollm2 import import_smollm2
+    from colossal_lang.model.new_token_rows import PIECE_WEIGHT
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     import_smollm2(SMOLLM2)
@@ -127,16 +202,19 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(SMOLLM2).eval()
     rows["base (own tokenizer)"] = {lang: bits_per_byte(model, base_tokenizer, texts) for lang, texts in heldout.items()}
     print("base", rows["base (own tokenizer)"], flush=True)
-    del model
+    base_model = model
     costs = {}
     expanded_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     for init in INITS:
         output = workdir / f"model-{init}"
         costs[init] = measure("init", str(tokenizer_dir), str(output), init)
         model = AutoModelForCausalLM.from_pretrained(output).eval()
-        rows[f"expanded, {init}"] = {lang: bits_per_byte(model, expanded_tokenizer, texts) for lang, texts in heldout.items()}
-        print(init, rows[f"expanded, {init}"], costs[init], flush=True)
+        name = f"expanded, {init}" + (f" (default piece_weight {PIECE_WEIGHT:g})" if init == "mean_of_pieces" else "")
+        rows[name] = {lang: bits_per_byte(model, expanded_tokenizer, texts) for lang, texts in heldout.items()}
+        print(init, rows[name], costs[init], flush=True)
         del model
+    swept = sweep(base_model, base_tokenizer, expanded_tokenizer, heldout, PIECE_WEIGHT, args.explore)
+    del base_model
 
     base = rows["base (own tokenizer)"]
     model_mib = sum(f.stat().st_size for f in SMOLLM2.glob("*.safetensors")) / 2**20
@@ -151,11 +229,23 @@ def main() -> None:
         "| model | cs bits/byte | cs tokens | cs vs base | en bits/byte | en tokens | en vs base |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, result in rows.items():
-        (cs_bpb, cs_tokens), (en_bpb, en_tokens) = result["cs"], result["en"]
-        lines.append(
-            f"| {name} | {cs_bpb:.3f} | {cs_tokens} | {cs_bpb / base['cs'][0]:.3f} | {en_bpb:.3f} | {en_tokens} | {en_bpb / base['en'][0]:.3f} |"
-        )
+    def table_rows(measured: dict) -> list:
+        return [
+            f"| {name} | {result['cs'][0]:.3f} | {result['cs'][1]} | {result['cs'][0] / base['cs'][0]:.3f} | "
+            f"{result['en'][0]:.3f} | {result['en'][1]} | {result['en'][0] / base['en'][0]:.3f} |"
+            for name, result in measured.items()
+        ]
+
+    lines += table_rows(rows)
+    lines += [
+        "",
+        f"Sweep: new rows = mean row + piece_weight x (mean of pieces - mean row), grown in process with expand_model "
+        f"(piece_weight {PIECE_WEIGHT:g}, the default, is the init_model row above). Tied unless the row says otherwise.",
+        "",
+        "| model | cs bits/byte | cs tokens | cs vs base | en bits/byte | en tokens | en vs base |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += table_rows(swept)
     lines += [
         "",
         f"| step | wall s | vs load | peak RSS MiB | above import MiB | vs model size ({model_mib:.0f} MiB) |",

@@ -2,11 +2,14 @@
 
     python -m colossal_lang.model.init_model \\
         --source_model_and_tokenizer_path S --target_tokenizer_path T --target_model_path O \\
-        [--init mean_of_pieces|mean|random|align] [--pad_to_multiple_of 64] [--dtype bfloat16]
+        [--init mean_of_pieces|mean|random|align] [--piece_weight 0.8] [--pad_to_multiple_of 64] [--dtype bfloat16]
 
 Rows of tokens the source already had are copied bit for bit, so the model's distribution over the old
 vocabulary on old-language text is unchanged except for the mass new rows take. Input embeddings and the
-output head are initialised separately (head rows from the head); a tied model stays tied. Padding rows
+output head are initialised separately (head rows from the head); a tied model stays tied. With
+mean_of_pieces, head rows (the one shared row of a tied model) are pulled toward the mean head row,
+mean + piece_weight * (mean of pieces - mean), so new tokens take less probability on old-language text;
+an untied model's input rows stay the plain mean of their pieces. Padding rows
 (up to a multiple of `--pad_to_multiple_of`) get the mean row of their matrix: by Jensen's inequality,
 exp(h . mean(w)) <= mean(exp(h . w)), so each padding id gets at most 1/V of the old vocabulary's mass in
 every context, in practice far less (see docs/model_init.md), for tied and untied models alike and with
@@ -27,6 +30,8 @@ from colossal_lang.cli import parse_args_with_config
 from colossal_lang.errors import InputError, run_cli
 from colossal_lang.model.new_token_rows import (
     INIT_METHODS,
+    PIECE_WEIGHT,
+    check_piece_weight,
     initialize_new_rows,
     load_alignment,
     map_vocabularies,
@@ -53,6 +58,7 @@ class ExpansionReport:
     padding_ids: torch.Tensor
     init: str
     tied: bool
+    piece_weight: float = 1.0  # applied to mean_of_pieces head rows (the shared rows when tied)
     pieces_left_out: int = 0
     tokens_without_pieces: int = 0
 
@@ -102,15 +108,20 @@ def expand_model(
     alignment: Optional[dict] = None,
     seed: int = 0,
     progress: bool = True,
+    piece_weight: float = PIECE_WEIGHT,
 ) -> ExpansionReport:
     """Resize `model` in place to `target_tokenizer` (padded) and initialise every new row.
 
+    With `mean_of_pieces`, new head rows are mean + piece_weight * (mean of pieces - mean) of the head; in
+    a tied model that is also the input row, in an untied one the input rows keep the plain mean of pieces.
+
     Raises InputError when the checkpoint has fewer rows than its tokenizer, when the head and the
-    embeddings disagree in size, when the target is not an expansion (without `alignment`), or when
-    the alignment names rows the source does not have.
+    embeddings disagree in size, when the target is not an expansion (without `alignment`), when
+    the alignment names rows the source does not have, or when piece_weight is outside [0, 1].
     """
     if init not in INIT_METHODS:
         raise InputError(f"unknown init method {init!r}; choose one of {', '.join(INIT_METHODS)}")
+    check_piece_weight(piece_weight)
     if init == "align" and alignment is None:
         raise InputError("--init align needs the alignment map (token_alignment.json)")
     check_source_rows(model, source_tokenizer)
@@ -131,12 +142,13 @@ def expand_model(
 
     generator = torch.Generator().manual_seed(seed)
     initializer_range = getattr(model.config, "initializer_range", 0.02)
-    matrices = [embeddings] if tied else [embeddings, head]
-    for module in matrices:
+    # (matrix, weight toward the pieces): the head's rows decide how much probability new tokens take.
+    matrices = [(embeddings, piece_weight)] if tied else [(embeddings, 1.0), (head, piece_weight)]
+    for module, weight_of_pieces in matrices:
         with torch.no_grad():
             weight = module.weight.data
             new_rows = initialize_new_rows(
-                weight, init, num_new, source_vocab, pieces, initializer_range, generator
+                weight, init, num_new, source_vocab, pieces, initializer_range, generator, weight_of_pieces
             )
             grown = grow_matrix(weight, vocab_map, new_rows, mean_of_rows(weight, source_vocab), total_rows)
             del weight, new_rows
@@ -161,6 +173,7 @@ def expand_model(
         padding_ids=torch.arange(vocab_map.target_size, total_rows),
         init=init,
         tied=tied,
+        piece_weight=piece_weight if init == "mean_of_pieces" else 1.0,
         pieces_left_out=pieces.num_left_out if pieces else 0,
         tokens_without_pieces=pieces.num_without_pieces if pieces else 0,
     )
@@ -182,6 +195,7 @@ def init_model(
     dtype: Optional[str] = None,
     seed: int = 0,
     progress: bool = True,
+    piece_weight: float = PIECE_WEIGHT,
 ) -> ExpansionReport:
     """Load the source, expand it to the target tokenizer and save model + tokenizer to `target_model_path`."""
     source_path, target_tokenizer_path, output_path = map(Path, (source_model_and_tokenizer_path, target_tokenizer_path, target_model_path))
@@ -194,6 +208,7 @@ def init_model(
     check_output_folder(output_path)
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    check_piece_weight(piece_weight)
     target_tokenizer = load_hf_tokenizer(target_tokenizer_path, "target tokenizer")
     alignment = load_alignment(target_tokenizer_path) if init == "align" else None
 
@@ -203,7 +218,9 @@ def init_model(
     except InputError as error:
         raise InputError(error.problem, source_path) from None
     try:
-        report = expand_model(model, source_tokenizer, target_tokenizer, init, pad_to_multiple_of, alignment, seed, progress)
+        report = expand_model(
+            model, source_tokenizer, target_tokenizer, init, pad_to_multiple_of, alignment, seed, progress, piece_weight
+        )
     except InputError as error:
         if error.path is None:  # the source was checked above: what is left is about the target tokenizer
             raise InputError(error.problem, target_tokenizer_path) from None
@@ -217,8 +234,11 @@ def init_model(
 
 
 def describe(report: ExpansionReport, dtype: torch.dtype, output_path, seconds: float) -> str:
+    pulled = "" if report.piece_weight == 1.0 else (
+        f", then mean row + {report.piece_weight:g} x (that - mean row)" + ("" if report.tied else " for the head rows")
+    )
     how = {
-        "mean_of_pieces": "mean of their source-tokenizer pieces (dummy prefix, byte and special pieces left out when others exist)",
+        "mean_of_pieces": "mean of their source-tokenizer pieces (dummy prefix, byte and special pieces left out when others exist)" + pulled,
         "mean": "the mean source row",
         "random": "N(0, initializer_range), the model's own initialiser",
         "align": "rows copied through token_alignment.json; the rest from the mean of their pieces",
@@ -243,6 +263,11 @@ def main(argv=None) -> ExpansionReport:
     parser.add_argument("--target_tokenizer_path", required=True, help="expanded (or swapped) tokenizer folder")
     parser.add_argument("--target_model_path", required=True, help="where the grown model and the tokenizer are written")
     parser.add_argument("--init", default="mean_of_pieces", choices=INIT_METHODS, help="how new rows start (default: mean_of_pieces)")
+    parser.add_argument(
+        "--piece_weight", type=float, default=PIECE_WEIGHT,
+        help=f"mean_of_pieces: new head rows (shared rows when tied) = mean + w * (mean of pieces - mean); "
+        f"1 is the plain mean of the pieces (default: {PIECE_WEIGHT})",
+    )
     parser.add_argument("--pad_to_multiple_of", type=int, default=64, help="round the vocabulary up to this multiple (0: no padding)")
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="dtype of the saved model (default: the source's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --init random")
@@ -250,7 +275,7 @@ def main(argv=None) -> ExpansionReport:
     started = time.perf_counter()
     report = init_model(
         args.source_model_and_tokenizer_path, args.target_tokenizer_path, args.target_model_path,
-        args.init, args.pad_to_multiple_of, args.dtype, args.seed,
+        args.init, args.pad_to_multiple_of, args.dtype, args.seed, piece_weight=args.piece_weight,
     )
     from transformers import AutoConfig
 
