@@ -36,7 +36,7 @@ class PreparedDataset:
     categories: List[str] = field(default_factory=list)
     sources: List[str] = field(default_factory=list)
     curriculum: bool = False  # prepared with --order curriculum: train the rows in their stored order
-    bucket_sizes: List[int] = field(default_factory=list)  # rows per part folder, in training order
+    bucket_sizes: List[int] = field(default_factory=list)  # rows per bucket (part k of every path), in training order
 
 
 def _part_folders(path: Path) -> tuple[list[Path], dict]:
@@ -61,22 +61,30 @@ def _part_folders(path: Path) -> tuple[list[Path], dict]:
 
 
 def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
-    """Concatenate the parts of every path, in the order given, after checking the manifests agree."""
+    """Concatenate the parts of every path, bucket by bucket, after checking the manifests agree.
+
+    Bucket k holds part k of every path (paths in the order given): one prepared folder is read part after
+    part, while separately prepared folders (a target-language set and a replay set) are mixed, not read one
+    after the other. Bare part folders (Colossal-LLaMA's `--dataset .../arrow/part-00000 ...`) are each a
+    path with one part, so they form one bucket and are shuffled together, as in Colossal-LLaMA.
+    """
     from datasets import concatenate_datasets, load_from_disk
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
         raise InputError("no dataset given (--dataset)")
-    parts, manifests = [], []
+    parts_per_path, manifests = [], []
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
             raise InputError("dataset folder not found", path)
         folders, manifest = _part_folders(path)
-        parts.extend(folders)
+        parts_per_path.append(folders)
         if manifest:
             manifests.append((path, manifest))
+    num_buckets = max(len(folders) for folders in parts_per_path)
+    buckets = [[folders[k] for folders in parts_per_path if k < len(folders)] for k in range(num_buckets)]
 
     for key in ("tokenizer_hash", "max_length", "packing"):
         values = {m.get(key) for _, m in manifests}
@@ -85,8 +93,8 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
             raise InputError(f"datasets disagree on {key} ({listing})")
     first = manifests[0][1] if manifests else {}
 
-    datasets = []
-    for folder in parts:
+    datasets, bucket_sizes = [], []
+    for folder, bucket in ((folder, k) for k, folders in enumerate(buckets) for folder in folders):
         try:
             part = load_from_disk(str(folder))
         except Exception as error:  # datasets raises several types for damaged folders
@@ -95,6 +103,9 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
         if missing:
             raise InputError(f"part lacks column(s) {', '.join(missing)}", folder)
         datasets.append(part.select_columns(list(COLUMNS)))
+        if bucket == len(bucket_sizes):
+            bucket_sizes.append(0)
+        bucket_sizes[bucket] += len(part)
     dataset = concatenate_datasets(datasets) if len(datasets) > 1 else datasets[0]
     if len(dataset) == 0:
         raise InputError(f"the dataset(s) {', '.join(map(str, paths))} hold no rows")
@@ -106,7 +117,7 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
         tokenizer_hash=first.get("tokenizer_hash"),
         categories=categories,
         sources=[str(p) for p in paths],
-        bucket_sizes=[len(part) for part in datasets],
+        bucket_sizes=bucket_sizes,
         curriculum=any(m.get("order") == "curriculum" for _, m in manifests),
     )
 

@@ -182,6 +182,8 @@ def train(args: argparse.Namespace) -> dict:
         epoch, consumed = sampler.epoch, sampler.start
         if epoch >= max_epochs:
             break
+        if consumed % sampler.global_batch_size and sampler.dropped:  # resumed between steps of another world size
+            log(f"epoch {epoch} resumed at sample {consumed}: its last {sampler.dropped} sequences no longer fill a global batch")
         batches = iter(loader)
         while step < stop_at:
             micro_batches = [mb for _, mb in zip(range(args.accumulation_steps), batches)]

@@ -91,7 +91,8 @@ def build_loader(args, prepared: PreparedDataset, tokenizer, dp_size: int, dp_ra
         raise InputError("the tokenizer has neither a pad nor an eos token", args.tokenizer_dir)
     sampler = ResumableSampler(len(prepared.dataset), dp_size, dp_rank, args.seed,
                                global_batch_size=args.batch_size * dp_size * args.accumulation_steps,
-                               shuffle=not prepared.curriculum)  # a curriculum's order is the point of it
+                               shuffle=not prepared.curriculum,  # a curriculum's order is the point of it
+                               bucket_sizes=prepared.bucket_sizes)  # buckets (arrow parts) are read in order
     if sampler.steps_per_epoch == 0:
         raise InputError(f"the dataset has {len(prepared.dataset)} rows, fewer than one global batch "
                          f"({sampler.global_batch_size} = batch_size x data-parallel ranks x accumulation_steps)")

@@ -125,6 +125,13 @@ def test_load_prepared_dataset_concatenates_buckets_and_checks_manifests(packed_
 
     other = tmp_path / "other"
     shutil.copytree(packed_dataset, other)
+    # Several folders: bucket k is part k of each, so separately prepared sets are mixed, not read one after
+    # the other; bare part folders (Colossal-LLaMA's way) make one bucket, shuffled together.
+    both = load_prepared_dataset([str(packed_dataset), str(other)])
+    assert both.bucket_sizes == [2 * len(parts[0]), 2 * len(parts[1])]
+    assert both.dataset[len(parts[0])]["input_ids"] == parts[0][0]["input_ids"]  # other's part 0, in bucket 0
+    bare = load_prepared_dataset([str(packed_dataset / "arrow" / "part-00000"), str(packed_dataset / "arrow" / "part-00001")])
+    assert bare.bucket_sizes == [len(parts[0]) + len(parts[1])]
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["max_length"] = 128
     (other / "manifest.json").write_text(json.dumps(manifest))

@@ -193,9 +193,12 @@ def test_tensorboard_scalars_and_effective_config(runs):
     events = EventAccumulator(str(runs["root"] / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "loss/en", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/tokens",
-                "tokens_seen/cs", "memory/peak_rss_gib"):
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/tokens",
+                "tokens_seen/cs", "tokens_seen/en", "memory/peak_rss_gib"):
         assert tag in tags, tag
+    # A per-category loss for each category the two steps trained on (bucket 0 first: which ones depends on the data).
+    logged = {key for record in step_records(runs["freeze_non_embeds"] / "log.jsonl") for key in record if key.startswith("loss/")}
+    assert logged and {tag for tag in tags if tag.startswith("loss/")} == logged
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
     config = json.loads((runs["root"] / "effective.json").read_text())
     assert config["freeze_non_embeds_params"] is True and config["plugin"] == "ddp"
