@@ -15,7 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, List, Optional
@@ -129,11 +129,14 @@ def tokenize_in_order(
     try:
         pending: deque = deque()
         for batch in batches:
-            pending.append(executor.submit(_run_worker, batch))
+            pending.append(executor.submit(_run_worker, batch))  # raises too once a worker has died
             if len(pending) >= 2 * num_proc:
-                yield _result(pending.popleft())
+                yield pending.popleft().result()
         while pending:
-            yield _result(pending.popleft())
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise RuntimeError("a tokenizing worker process died (killed, most likely for lack of memory); "
+                           "rerun with a smaller --num_proc or split the input") from None
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         if saved is None:
@@ -141,10 +144,3 @@ def tokenize_in_order(
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = saved
 
-
-def _result(future: Future) -> TokenizedBatch:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise RuntimeError("a tokenizing worker process died (killed, most likely for lack of memory); "
-                           "rerun with a smaller --num_proc or split the input") from None
