@@ -91,6 +91,10 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
         if len(values) > 1:
             listing = "; ".join(f"{p}: {m.get(key)}" for p, m in manifests)
             raise InputError(f"datasets disagree on {key} ({listing})")
+    curriculum = {path: m.get("order") == "curriculum" for path, m in manifests}
+    if len(set(curriculum.values())) > 1:  # one order for the whole run: no shuffling half of it
+        listing = "; ".join(f"{p}: {'curriculum' if c else 'shuffle'}" for p, c in curriculum.items())
+        raise InputError(f"datasets disagree on order ({listing}); prepare them with the same --order")
     first = manifests[0][1] if manifests else {}
 
     datasets, bucket_sizes = [], []
@@ -118,7 +122,7 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
         categories=categories,
         sources=[str(p) for p in paths],
         bucket_sizes=bucket_sizes,
-        curriculum=any(m.get("order") == "curriculum" for _, m in manifests),
+        curriculum=any(curriculum.values()),
     )
 
 

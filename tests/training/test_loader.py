@@ -163,6 +163,9 @@ def test_a_curriculum_dataset_is_trained_in_its_stored_order(packed_dataset, tmp
         orders[name] = list(sampler)
     assert orders["curriculum"] == list(range(len(orders["curriculum"])))
     assert orders["shuffle"] != orders["curriculum"]
+    # A curriculum and a shuffled dataset in one run: refused, rather than leaving both unshuffled.
+    with pytest.raises(InputError, match=r"disagree on order .*curriculum.*shuffle"):
+        load_prepared_dataset([str(curriculum), str(packed_dataset)])
 
 
 def loader_args(batch_size=1, seed=1):
