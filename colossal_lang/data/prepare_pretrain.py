@@ -19,7 +19,13 @@ from colossal_lang.data.jsonl import ON_ERROR_CHOICES
 from colossal_lang.data.mixing import ORDER_CHOICES, parse_category_weights
 from colossal_lang.data.records import scan_inputs, validate_pretrain_record
 from colossal_lang.data.summary import print_summary
-from colossal_lang.data.tokenize_pretrain import SPECIAL_TOKENS_IN_TEXT, document_specials, tokenize_pretrain_batch
+from colossal_lang.data.tokenize_pretrain import (
+    SPECIAL_TOKENS_IN_TEXT,
+    document_specials,
+    documents_with_special_ids_inside,
+    special_token_ids,
+    tokenize_pretrain_batch,
+)
 from colossal_lang.data.tokenized_corpus import (
     TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, plan_buckets, tokenize_inputs,
 )
@@ -136,6 +142,8 @@ def prepare_pretrain(args) -> Dict:
     packed = chunk_and_pack(corpus, args.max_length)
     buckets = plan_buckets(packed, category_order, weights, args.num_spliced_dataset_bins, args.order, args.seed, args.total_tokens)
     counts = bucket_counts(packed, corpus, buckets)
+    special_inside = documents_with_special_ids_inside(
+        corpus.token_ids, corpus.doc_offsets, special_token_ids(tokenizer), len(specials.prefix_ids), len(specials.suffix_ids))
 
     categories = {}
     for index, category in enumerate(category_order):
@@ -145,6 +153,7 @@ def prepare_pretrain(args) -> Dict:
             "records": int(len(doc_ids)),
             "documents": int(len(doc_ids)),
             "chunked_documents": int((doc_lengths > args.max_length).sum()),
+            "special_token_documents": int(special_inside[doc_ids].sum()),
             "input_sequences": len(packed.rows.get(category, [])),
             "input_tokens": int(doc_lengths.sum()),
         }

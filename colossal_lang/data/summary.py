@@ -21,6 +21,11 @@ def print_summary(command: str, manifest: Dict, output_dir: Path, seconds: float
     for name, entry in categories.items():
         print(f"  {name:<16}{entry['records']:>9}{entry.get(extra, 0):>10}{entry['input_tokens']:>12}"
               f"{entry['sequences']:>11}{entry['tokens']:>12}{entry['loss_tokens']:>11}{entry['tokens'] / total_tokens:>8.1%}")
+    inside = {name: entry["special_token_documents"] for name, entry in categories.items() if entry.get("special_token_documents")}
+    if inside:
+        listing = ", ".join(f"{name} {count}" for name, count in inside.items())
+        print(f"  documents whose text became special tokens (e.g. a literal </s>): {listing}; "
+              f"--special_tokens_in_text split keeps such strings as text")
     packing = manifest["packing"] if manifest.get("packed", True) else "none (one conversation per row)"
     print(f"  packing {packing}, max_length {manifest['max_length']}, order {manifest['order']}, "
           f"{manifest['num_buckets']} bucket(s) with {manifest.get('part_rows')} rows")

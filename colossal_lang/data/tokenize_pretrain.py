@@ -92,3 +92,25 @@ def first_token_ending_after(offsets, boundary: int) -> int:
         else:
             low = middle + 1
     return low
+
+
+def special_token_ids(tokenizer) -> set:
+    """Ids of the tokenizer's special tokens (named ones and added tokens marked special)."""
+    ids = set(tokenizer.all_special_ids)
+    ids.update(token_id for token_id, added in tokenizer.added_tokens_decoder.items() if added.special)
+    return ids
+
+
+def documents_with_special_ids_inside(token_ids, doc_offsets, special_ids, prefix_length: int, suffix_length: int):
+    """Per document, whether a special id occurs between the added BOS and EOS (its text held e.g. `</s>`)."""
+    import numpy as np
+
+    inside = np.zeros(len(doc_offsets) - 1, dtype=bool)
+    hits = np.flatnonzero(np.isin(token_ids, np.asarray(sorted(special_ids), dtype=token_ids.dtype)))
+    if len(hits):
+        doc = np.searchsorted(doc_offsets, hits, side="right") - 1
+        position, length = hits - doc_offsets[doc], doc_offsets[doc + 1] - doc_offsets[doc]
+        body = (position >= prefix_length) & (position < length - suffix_length)
+        inside[doc[body]] = True
+    return inside
+

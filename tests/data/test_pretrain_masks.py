@@ -196,6 +196,8 @@ def test_special_tokens_in_text_flag_reaches_rows_and_manifest(smollm2_tokenizer
         manifest = prepare_pretrain(tmp_path / "in.jsonl", smollm2_tokenizer_dir, tmp_path / mode, "--max_length", 256,
                                     "--order", "curriculum", *flags)
         assert manifest["special_tokens_in_text"] == ("parse" if mode == "default" else mode)
+        # Both documents hold special-token strings: counted where they became special ids, never under split.
+        assert manifest["categories"]["cs"]["special_token_documents"] == (0 if mode == "split" else len(texts))
         rows[mode] = [(row["input_ids"], row["doc_lengths"]) for row in load_parts(tmp_path / mode)[0]]
     assert rows["default"] == rows["parse"] != rows["split"]
     eos = smollm2_tokenizer.eos_token_id
@@ -213,3 +215,12 @@ def test_special_tokens_in_text_flag_reaches_rows_and_manifest(smollm2_tokenizer
     with pytest.raises(InputError, match="different dataset"):
         prepare_pretrain(tmp_path / "in.jsonl", smollm2_tokenizer_dir, tmp_path / "parse", "--max_length", 256,
                          "--order", "curriculum", "--special_tokens_in_text", "split")
+
+
+def test_special_ids_are_counted_only_between_the_added_bos_and_eos():
+    from colossal_lang.data.tokenize_pretrain import documents_with_special_ids_inside
+
+    # <s>=1 and </s>=2 around each document; the second one's text held a "</s>" that became id 2.
+    token_ids = np.array([1, 5, 2, 1, 2, 6, 2, 1, 7, 8, 2], dtype=np.int32)
+    inside = documents_with_special_ids_inside(token_ids, np.array([0, 3, 7, 11]), {1, 2}, prefix_length=1, suffix_length=1)
+    assert inside.tolist() == [False, True, False]
