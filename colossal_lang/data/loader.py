@@ -250,6 +250,7 @@ class ResumableSampler(Sampler):
         self.global_batch_size = global_batch_size
         self.epoch = 0
         self.start = 0  # global samples already consumed in this epoch
+        self.resumed_layout = None  # (epoch, bucket sizes): a resumed epoch finished in its checkpoint's order
 
     @property
     def steps_per_epoch(self) -> int:
@@ -279,13 +280,36 @@ class ResumableSampler(Sampler):
         """Rows of this epoch after `end`, never read (fewer than a global batch)."""
         return max(0, self.dataset_size - self.end)
 
+    def continue_saved_order(self, saved: dict, epoch: int, consumed_samples: int, same_concatenation: bool) -> Optional[str]:
+        """After a resume at `consumed_samples` into `epoch`, read the rest of that epoch in the saved run's order.
+
+        `saved` is the checkpoint's `sampler` state. Checkpoints from before bucket-ordered reading hold no
+        `bucket_sizes` (or one bucket): their run walked one permutation of the whole dataset, so on a dataset of
+        several parts the position would otherwise point into another order, reading some rows twice and others
+        never. That old order is kept for the rest of the resumed epoch when the rows are concatenated as they were
+        (`same_concatenation`: one --dataset path); later epochs go bucket by bucket. Returns a warning when the
+        saved order cannot be reproduced, else None.
+        """
+        if not saved or consumed_samples <= 0 or not self.shuffle:
+            return None
+        saved_size = int(saved.get("dataset_size", self.dataset_size))
+        saved_sizes = [int(size) for size in saved.get("bucket_sizes") or [saved_size]]
+        if saved_sizes == self.bucket_sizes:
+            return None
+        if saved_sizes == [self.dataset_size] and same_concatenation:
+            self.resumed_layout = (epoch, saved_sizes)
+            return None
+        return (f"epoch {epoch} resumed at sample {consumed_samples}, but the checkpoint read the data in another order "
+                f"(buckets {saved_sizes}, now {self.bucket_sizes}): the rest of this epoch may repeat or miss rows")
+
     def order(self, epoch: int) -> List[int]:
         """Dataset indices in this epoch's reading order: bucket after bucket, each permuted when shuffling."""
         if not self.shuffle:
             return list(range(self.dataset_size))
         generator = torch.Generator().manual_seed(self.seed + epoch)
+        resumed = self.resumed_layout is not None and self.resumed_layout[0] == epoch
         order, offset = [], 0
-        for size in self.bucket_sizes:  # one bucket: exactly the single permutation of the whole dataset
+        for size in (self.resumed_layout[1] if resumed else self.bucket_sizes):  # one bucket: one permutation of all
             order += (torch.randperm(size, generator=generator) + offset).tolist()
             offset += size
         return order

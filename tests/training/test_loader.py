@@ -257,3 +257,30 @@ def test_resume_across_worker_counts_keeps_the_bucket_order(new_world):
     assert read == order[4:end] and len(set(read)) == len(read)
     assert resumed[0].dropped == 19 - end
     assert set(order[:7]) == set(range(7))  # bucket 0 first
+
+
+def test_a_checkpoint_from_before_buckets_finishes_its_epoch_in_its_own_order(packed_dataset):
+    """A checkpoint saved before bucket-ordered reading (sampler state without bucket_sizes) walked one permutation
+    of the whole dataset. Resumed mid-epoch on the same two-part dataset, the rest of that epoch must be the rest of
+    that permutation (not positions of the bucket order: rows read twice, others never); the next epoch goes by
+    bucket. Another data layout than the saved one is reported."""
+    prepared = load_prepared_dataset([str(packed_dataset)])
+    total, sizes, seed, consumed = len(prepared.dataset), prepared.bucket_sizes, 7, 8
+    assert len(sizes) == 2
+    legacy = {"epoch": 0, "consumed_samples": consumed, "seed": seed, "dataset_size": total, "global_batch_size": 4}
+    saved_order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()  # the old sampler's
+    end = consumed + (total - consumed) // 4 * 4
+    samplers = [ResumableSampler(total, 2, rank, seed, 4, bucket_sizes=sizes) for rank in range(2)]
+    for sampler in samplers:
+        assert sampler.continue_saved_order(legacy, 0, consumed, same_concatenation=True) is None
+        sampler.set_position(0, consumed)
+    read = [index for pair in zip(*map(list, samplers)) for index in pair]
+    assert read == saved_order[consumed:end]
+    assert sorted(saved_order[:consumed] + read) == sorted(saved_order[:end])  # nothing twice
+    samplers[0].set_position(1, 0)
+    assert list(samplers[0]) == ResumableSampler(total, 2, 0, seed, 4, bucket_sizes=sizes).order(1)[0:samplers[0].samples_per_epoch:2]
+    # Separately prepared folders were concatenated folder after folder then, bucket after bucket now: reported.
+    other = ResumableSampler(total, 1, 0, seed, 4, bucket_sizes=sizes)
+    assert "another order" in other.continue_saved_order(legacy, 0, consumed, same_concatenation=False)
+    assert other.continue_saved_order(dict(legacy, bucket_sizes=sizes), 0, consumed, True) is None  # same layout
+    assert other.continue_saved_order(legacy, 0, 0, True) is None  # an epoch's start: nothing to continue

@@ -102,3 +102,22 @@ def test_resume_with_one_worker_continues_the_data_position(uninterrupted, tiny_
     assert sorted(resumed[0]["samples"] + resumed[1]["samples"]) == expected[5]["samples"]
     states = json.loads((save_dir / "epoch-0_step-6" / "running_states.json").read_text())
     assert states["consumed_samples"] == 16 + 2 * 2 and states["world_size"] == 1
+
+
+def test_resume_of_a_checkpoint_from_before_buckets_keeps_its_data_order(tiny_model_dir, packed_dataset, tmp_path):
+    """A checkpoint whose sampler state has no bucket_sizes (saved before bucket-ordered reading) on a two-part
+    dataset: train.py finishes the epoch with the rest of the one permutation that run was walking."""
+    save_dir = tmp_path / "legacy"
+    run_training(1, base_args(tiny_model_dir, packed_dataset, save_dir, stop_at_step=2))
+    states_path = save_dir / "epoch-0_step-2" / "running_states.json"
+    states = json.loads(states_path.read_text())
+    assert len(states["sampler"]["bucket_sizes"]) == 2
+    del states["sampler"]["bucket_sizes"]
+    states_path.write_text(json.dumps(states))
+    (save_dir / "log.jsonl").unlink()
+    run_training(1, base_args(tiny_model_dir, packed_dataset, save_dir, load_checkpoint="latest", stop_at_step=4))
+    size, seed, consumed = states["sampler"]["dataset_size"], states["sampler"]["seed"], states["consumed_samples"]
+    saved_order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+    resumed = step_records(save_dir / "log.jsonl")
+    assert [r["step"] for r in resumed] == [3, 4] and consumed == 4
+    assert [sorted(r["samples"]) for r in resumed] == [sorted(saved_order[4:6]), sorted(saved_order[6:8])]
