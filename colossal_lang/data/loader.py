@@ -280,27 +280,25 @@ class ResumableSampler(Sampler):
         """Rows of this epoch after `end`, never read (fewer than a global batch)."""
         return max(0, self.dataset_size - self.end)
 
-    def continue_saved_order(self, saved: dict, epoch: int, consumed_samples: int, same_concatenation: bool) -> Optional[str]:
-        """After a resume at `consumed_samples` into `epoch`, read the rest of that epoch in the saved run's order.
+    def follow_saved_layout(self, saved: dict, epoch: int, consumed_samples: int) -> Optional[str]:
+        """Read the rest of a resumed `epoch` in the bucket layout the checkpoint was reading; later epochs use the
+        current one. Without this, a position saved in one layout would point into another order, reading some rows
+        twice and others never.
 
-        `saved` is the checkpoint's `sampler` state. Checkpoints from before bucket-ordered reading hold no
-        `bucket_sizes` (or one bucket): their run walked one permutation of the whole dataset, so on a dataset of
-        several parts the position would otherwise point into another order, reading some rows twice and others
-        never. That old order is kept for the rest of the resumed epoch when the rows are concatenated as they were
-        (`same_concatenation`: one --dataset path); later epochs go bucket by bucket. Returns a warning when the
-        saved order cannot be reproduced, else None.
+        `saved` is the checkpoint's `sampler` state; one without `bucket_sizes` walked a single permutation of its whole
+        dataset. Returns a warning when the checkpoint read another number of rows (the data changed): its order
+        cannot be rebuilt, and the run continues at the same position in the new data.
         """
         if not saved or consumed_samples <= 0 or not self.shuffle:
             return None
-        saved_size = int(saved.get("dataset_size", self.dataset_size))
-        saved_sizes = [int(size) for size in saved.get("bucket_sizes") or [saved_size]]
-        if saved_sizes == self.bucket_sizes:
+        sizes = [int(size) for size in saved.get("bucket_sizes") or [saved.get("dataset_size", self.dataset_size)]]
+        if sizes == self.bucket_sizes:
             return None
-        if saved_sizes == [self.dataset_size] and same_concatenation:
-            self.resumed_layout = (epoch, saved_sizes)
-            return None
-        return (f"epoch {epoch} resumed at sample {consumed_samples}, but the checkpoint read the data in another order "
-                f"(buckets {saved_sizes}, now {self.bucket_sizes}): the rest of this epoch may repeat or miss rows")
+        if sum(sizes) != self.dataset_size:
+            return (f"the checkpoint read {sum(sizes)} rows, the data now hold {self.dataset_size}: epoch {epoch} goes on "
+                    f"at sample {consumed_samples} of the new data's order, so it may repeat or miss rows")
+        self.resumed_layout = (epoch, sizes)
+        return None
 
     def order(self, epoch: int) -> List[int]:
         """Dataset indices in this epoch's reading order: bucket after bucket, each permuted when shuffling."""

@@ -74,7 +74,8 @@ def prepare_sft(args) -> Dict:
         report_bad_record(read.paths[0], None, "no conversation left after tokenization", "raise", None)
     kept_categories = [read.columns["category"][index] for index in keep]
     category_order = category_order_of(weights, kept_categories)
-    corpus = TokenizedCorpus.from_batches(batches, kept_categories, category_order, keep=np.asarray(keep, dtype=np.int64))
+    keep = np.asarray(keep, dtype=np.int64)
+    corpus = TokenizedCorpus.from_batches(batches, kept_categories, category_order, keep=keep)
     del batches
     if args.packing == "none":
         packed = one_row_per_document(corpus)
@@ -83,7 +84,7 @@ def prepare_sft(args) -> Dict:
     buckets = plan_buckets(packed, category_order, weights, args.num_spliced_dataset_bins, args.order, args.seed, args.total_tokens)
     counts = bucket_counts(packed, corpus, buckets)
 
-    truncated_kept = truncated_flags[np.asarray(keep, dtype=np.int64)]
+    truncated_kept = truncated_flags[keep]
     categories = {}
     for index, category in enumerate(category_order):
         doc_ids = (corpus.doc_category == index).nonzero()[0]

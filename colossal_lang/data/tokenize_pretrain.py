@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
+import numpy as np
+
 from colossal_lang.data.batch_tokenize import TokenizedBatch, flatten_documents, plain_backend
 from colossal_lang.errors import InputError
 
@@ -103,8 +105,6 @@ def special_token_ids(tokenizer) -> set:
 
 def documents_with_special_ids_inside(token_ids, doc_offsets, special_ids, prefix_length: int, suffix_length: int):
     """Per document, whether a special id occurs between the added BOS and EOS (its text held e.g. `</s>`)."""
-    import numpy as np
-
     inside = np.zeros(len(doc_offsets) - 1, dtype=bool)
     hits = np.flatnonzero(np.isin(token_ids, np.asarray(sorted(special_ids), dtype=token_ids.dtype)))
     if len(hits):
@@ -113,4 +113,3 @@ def documents_with_special_ids_inside(token_ids, doc_offsets, special_ids, prefi
         body = (position >= prefix_length) & (position < length - suffix_length)
         inside[doc[body]] = True
     return inside
-

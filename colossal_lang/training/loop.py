@@ -118,8 +118,7 @@ def train(args: argparse.Namespace) -> dict:
         guard.load_state_dict(states.get("spike_guard", {}))
         tokens_seen = states.get("tokens_seen", {})
         last_checkpoint = load_path
-        # A checkpoint from before bucket-ordered reading: finish its epoch in the order it was reading.
-        warning = sampler.continue_saved_order(states.get("sampler", {}), epoch, consumed, len(prepared.sources) == 1)
+        warning = sampler.follow_saved_layout(states.get("sampler", {}), epoch, consumed)
         if warning:
             log(f"warning: {warning}")
         if not states["rng_restored"]:

@@ -260,10 +260,9 @@ def test_resume_across_worker_counts_keeps_the_bucket_order(new_world):
 
 
 def test_a_checkpoint_from_before_buckets_finishes_its_epoch_in_its_own_order(packed_dataset):
-    """A checkpoint saved before bucket-ordered reading (sampler state without bucket_sizes) walked one permutation
-    of the whole dataset. Resumed mid-epoch on the same two-part dataset, the rest of that epoch must be the rest of
-    that permutation (not positions of the bucket order: rows read twice, others never); the next epoch goes by
-    bucket. Another data layout than the saved one is reported."""
+    """A checkpoint whose sampler walked another bucket layout (here: none saved, one permutation of the whole dataset)
+    resumed mid-epoch on a two-part dataset: the rest of that epoch is the rest of the saved order (not positions of
+    the bucket order: rows read twice, others never); the next epoch goes by bucket. Data of another size is reported."""
     prepared = load_prepared_dataset([str(packed_dataset)])
     total, sizes, seed, consumed = len(prepared.dataset), prepared.bucket_sizes, 7, 8
     assert len(sizes) == 2
@@ -272,15 +271,15 @@ def test_a_checkpoint_from_before_buckets_finishes_its_epoch_in_its_own_order(pa
     end = consumed + (total - consumed) // 4 * 4
     samplers = [ResumableSampler(total, 2, rank, seed, 4, bucket_sizes=sizes) for rank in range(2)]
     for sampler in samplers:
-        assert sampler.continue_saved_order(legacy, 0, consumed, same_concatenation=True) is None
+        assert sampler.follow_saved_layout(legacy, 0, consumed) is None
         sampler.set_position(0, consumed)
     read = [index for pair in zip(*map(list, samplers)) for index in pair]
     assert read == saved_order[consumed:end]
     assert sorted(saved_order[:consumed] + read) == sorted(saved_order[:end])  # nothing twice
     samplers[0].set_position(1, 0)
     assert list(samplers[0]) == ResumableSampler(total, 2, 0, seed, 4, bucket_sizes=sizes).order(1)[0:samplers[0].samples_per_epoch:2]
-    # Separately prepared folders were concatenated folder after folder then, bucket after bucket now: reported.
     other = ResumableSampler(total, 1, 0, seed, 4, bucket_sizes=sizes)
-    assert "another order" in other.continue_saved_order(legacy, 0, consumed, same_concatenation=False)
-    assert other.continue_saved_order(dict(legacy, bucket_sizes=sizes), 0, consumed, True) is None  # same layout
-    assert other.continue_saved_order(legacy, 0, 0, True) is None  # an epoch's start: nothing to continue
+    assert "may repeat or miss rows" in other.follow_saved_layout(dict(legacy, dataset_size=total + 5), 0, consumed)
+    assert other.resumed_layout is None
+    assert other.follow_saved_layout(dict(legacy, bucket_sizes=sizes), 0, consumed) is None  # same layout
+    assert other.follow_saved_layout(legacy, 0, 0) is None and other.resumed_layout is None  # an epoch's start
