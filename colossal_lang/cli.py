@@ -38,6 +38,27 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
 
 
+class _BooleanFlag(argparse.Action):
+    """`--flag`, `--no-flag` / `--no_flag`, and the older `--flag true|false` spelling, all for one boolean."""
+
+    def __init__(self, option_strings, dest, default=None, help=None, **_):
+        super().__init__(option_strings, dest, nargs="?", const=True, default=default, help=help)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        negated = option_string.startswith("--no-") or option_string.startswith("--no_")
+        parsed = str2bool(value) if isinstance(value, str) else bool(value)
+        setattr(namespace, self.dest, (not parsed) if negated else parsed)
+
+
+def add_boolean_flag(parser, name: str, default: Optional[bool], help: str = "") -> None:
+    """Declare the boolean `--name` with its `--no-name` (and `--no_name`) negation; `--name false` still parses.
+
+    `name` is the flag without dashes, e.g. `"progress"`; `--help` shows the true default.
+    """
+    parser.add_argument(f"--{name}", f"--no-{name}", f"--no_{name}", dest=name.replace("-", "_"),
+                        action=_BooleanFlag, default=default, help=f"{help} (default: {default})".strip())
+
+
 def require_positive(args, *flags: str) -> None:
     """InputError for the first of `flags` (argument names) that is set and below 1, e.g. `--batch_size 0`."""
     for flag in flags:
