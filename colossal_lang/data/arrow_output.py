@@ -16,9 +16,9 @@ from typing import Dict, Iterable, List, Sequence
 import numpy as np
 import pyarrow as pa
 
-from colossal_lang.atomic_folder import staged_folder
 from colossal_lang.data.batch_tokenize import labels_of
 from colossal_lang.errors import InputError
+from colossal_lang.io.atomic_folder import staged_folder
 
 FORMAT = "colossal-lang/packed-v1"
 # Files that define a tokenizer's behaviour; model weights in the same folder do not change the hash.

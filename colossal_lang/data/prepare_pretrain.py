@@ -15,7 +15,6 @@ from typing import Dict, List, Optional
 
 from colossal_lang.cli import parse_args_with_config
 from colossal_lang.data.arrow_output import FORMAT, check_existing_output, tokenizer_hash, write_dataset
-from colossal_lang.data.jsonl import ON_ERROR_CHOICES
 from colossal_lang.data.mixing import ORDER_CHOICES, parse_category_weights
 from colossal_lang.data.records import scan_inputs, validate_pretrain_record
 from colossal_lang.data.summary import print_summary
@@ -30,6 +29,7 @@ from colossal_lang.data.tokenized_corpus import (
     TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, plan_buckets, tokenize_inputs,
 )
 from colossal_lang.errors import InputError
+from colossal_lang.io.jsonl import ON_ERROR_CHOICES
 
 PACKING_CHOICES = ("doc_causal", "causal")
 

@@ -17,7 +17,6 @@ import numpy as np
 from colossal_lang.cli import parse_args_with_config
 from colossal_lang.data.arrow_output import FORMAT
 from colossal_lang.data.chat_templates import TEMPLATE_CHOICES, resolve_template
-from colossal_lang.data.jsonl import report_bad_record
 from colossal_lang.data.mixing import parse_category_weights
 from colossal_lang.data.prepare_pretrain import (
     add_common_flags, already_prepared, category_order_of, check_common_flags, output_fingerprint, write_and_summarise,
@@ -28,6 +27,7 @@ from colossal_lang.data.tokenized_corpus import (
     TokenizedCorpus, bucket_counts, bucket_tables, chunk_and_pack, load_tokenizer, one_row_per_document, plan_buckets,
     tokenize_inputs,
 )
+from colossal_lang.io.jsonl import report_bad_record
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from colossal_lang.data.mixing import build_buckets, resample_rows
 from colossal_lang.data.packing import pack_spans
 from colossal_lang.data.records import InputFiles, ReadResult, iter_validated
 from colossal_lang.errors import InputError
-from colossal_lang.tokenizer.load import load_hf_tokenizer
+from colossal_lang.io.tokenizer_files import load_hf_tokenizer
 
 
 def load_tokenizer(tokenizer_dir):

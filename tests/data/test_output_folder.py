@@ -78,7 +78,7 @@ def test_config_file_sets_flags_and_command_line_wins(small_pretrain_dirs, smoll
 # the latest point at which a crash can happen, with every part already written.
 KILL_BEFORE_MOVE = """
 import os, signal, sys
-import colossal_lang.atomic_folder as atomic_folder
+import colossal_lang.io.atomic_folder as atomic_folder
 atomic_folder.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
 from colossal_lang.data.prepare_pretrain import main
 main(sys.argv[1:])
