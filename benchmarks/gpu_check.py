@@ -3,7 +3,7 @@
 Two parts, run in this order (the most informative first, so a time budget cuts the least useful):
 
   plugins  SmolLM2-shaped model, each plugin (ddp, gemini, gemini_auto, zero2, zero2_cpu, 3d with --tp 1
-           --zero_stage 1 on one GPU) in bf16, then again in fp16 (every plugin scales fp16 losses: the
+           --zero_stage 1 on one GPU; --tp 2 on 2+ GPUs, and --pp 2 on 4+) in bf16, then again in fp16 (every plugin scales fp16 losses: the
            Booster ones with their own scaler, ddp with torch AMP's). Each case is two launches of train.py:
            `--max_steps 2S --stop_at_step S` (saves at S), then `--load_checkpoint latest` to 2S.
            Gradient accumulation (default 2) and gradient checkpointing are on.
@@ -68,10 +68,18 @@ class Case:
 
 
 def plugin_flags(plugin: str, gpus: int) -> list[str]:
-    """3d: ZeRO-1 with tensor parallelism over 2 GPUs when there are 2+, else --tp 1 (one GPU)."""
+    """3d: ZeRO-1; --tp 2 on 2+ GPUs (else --tp 1), and --pp 2 with micro-batches of 2 on 4+ GPUs."""
     if plugin != "3d":
         return []
-    return ["--tp", "2" if gpus >= 2 else "1", "--zero_stage", "1"]
+    flags = ["--tp", "2" if gpus >= 2 else "1", "--zero_stage", "1"]
+    if gpus >= 4:
+        flags += ["--pp", "2", "--microbatch_size", "2"]
+    return flags
+
+
+def accumulation_steps(case: "Case", gpus: int) -> int:
+    """Pipelines split --batch_size into micro-batches instead (train.py refuses --accumulation_steps with --pp)."""
+    return 1 if "--pp" in plugin_flags(case.plugin, gpus) else case.accumulation_steps
 
 
 def plan_cases(parts: list[str], plugins: list[str], precisions: list[str], mfu_plugins: list[str],
@@ -97,7 +105,7 @@ def train_argv(case: Case, model_dir: Path, data_dir: Path, save_dir: Path, loss
     """train.py's flags shared by a case's launches (the resume adds --load_checkpoint latest)."""
     return ["--pretrained", str(model_dir), "--dataset", str(data_dir), "--plugin", case.plugin,
             *plugin_flags(case.plugin, gpus), "--mixed_precision", case.precision,
-            "--batch_size", str(case.batch_size), "--accumulation_steps", str(case.accumulation_steps),
+            "--batch_size", str(case.batch_size), "--accumulation_steps", str(accumulation_steps(case, gpus)),
             "--max_steps", str(max_steps), "--save_interval", "0", "--save_dir", str(save_dir),
             "--lr", "1e-4", "--warmup_steps", "1", "--attention", case.attention,
             *(["--use_grad_checkpoint"] if case.grad_checkpoint else []), *(["--use_flash_attn"] if flash else []),
@@ -192,6 +200,7 @@ def run_case(case: Case, model_dir: Path, data_dir: Path, settings: Settings) ->
     common = train_argv(case, model_dir, data_dir, save_dir, loss_log, max_steps, settings.gpus, settings.flash)
     row = {"case": case.name, **asdict(case), "plugin_flags": " ".join(plugin_flags(case.plugin, settings.gpus)),
            "status": "ok", "launches": []}
+    row["accumulation_steps"] = accumulation_steps(case, settings.gpus)
     started = time.perf_counter()
     results: list[tuple[str, LaunchResult]] = []
     for launch_name, argv in launches(case, common, steps):

@@ -120,7 +120,7 @@ def tiny_dataset(smollm2_tokenizer, tmp_path_factory) -> Path:
     return write_prepared_dataset(tmp_path_factory.mktemp("packed"), smollm2_tokenizer, texts, max_length=64)
 
 
-@pytest.mark.parametrize("gpus", [1, 2])
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
 def test_every_planned_launch_passes_train_py_checks(gpus, tiny_model, tiny_dataset, tmp_path, monkeypatch):
     import torch
     from transformers import AutoConfig
@@ -143,7 +143,9 @@ def test_every_planned_launch_passes_train_py_checks(gpus, tiny_model, tiny_data
             args = parse_train_args(argv)
             check_plugin(args, world_size=gpus, model_config=model_config)
             assert (args.plugin, args.mixed_precision, args.attention) == (case.plugin, case.precision, case.attention)
-            assert args.accumulation_steps == (2 if case.resume else 1)
+            pipeline = case.plugin == "3d" and gpus >= 4
+            assert args.accumulation_steps == (2 if case.resume and not pipeline else 1)
+            assert args.pp == (2 if pipeline else 1)
             assert args.use_grad_checkpoint == case.resume
             assert (args.load_checkpoint == "latest") == (name == "2-resume")
             assert args.stop_at_step == (3 if name == "1-save" else 0)
