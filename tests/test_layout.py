@@ -2,8 +2,8 @@
 
     io ← tokenizer ← model ← data ← training ← evaluation (and inference, beside evaluation)
 
-`colossal_lang.errors` and `colossal_lang.cli` sit at the bottom with io: every stage uses them and they
-use no stage. Function-level imports count as much as module-level ones.
+`colossal_lang.errors`, `colossal_lang.cli` and `colossal_lang.cli_flags` sit at the bottom with io: every
+stage uses them and they use no stage. Function-level imports count as much as module-level ones.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Group -> layer: a module may import its own group and the groups on lower layers.
 LAYERS = {"io": 0, "tokenizer": 1, "model": 2, "data": 3, "training": 4, "evaluation": 5, "inference": 5}
-BOTTOM_MODULES = {"errors", "cli"}  # top-level helpers, on the io layer
+BOTTOM_MODULES = {"errors", "cli", "cli_flags"}  # top-level helpers, on the io layer
 
 
 def group_of(module: str):
