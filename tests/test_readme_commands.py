@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## The pipeline, step by step"
-LAUNCHERS = ("python ", "colossalai run ", "torchrun ")
+# A command line: `python -m MODULE ...`, `python SCRIPT.py ...` or a launcher of SCRIPT.py.
+COMMAND_LINE = re.compile(r"(python (-m [\w.]+|\S+\.py)|(colossalai run|torchrun) .*\S+\.py)( |$)")
 FLAG = re.compile(r"(?<![\w-])--[a-zA-Z][\w-]*")
 
 
@@ -60,14 +61,14 @@ def readme_blocks() -> List[Block]:
         if index % 2:  # inside a code block
             joined = re.sub(r"\\\n\s*", " ", part)
             blocks.append(Block([Command(line.strip()) for line in joined.splitlines()
-                                 if line.strip().startswith(LAUNCHERS)]))
+                                 if COMMAND_LINE.match(line.strip())]))
             continue
         for paragraph_index, paragraph in enumerate(re.split(r"\n(?=\*\*\d)", part)):
             spans = re.findall(r"`([^`]+)`", paragraph)
             if paragraph_index == 0 and index > 0:
-                blocks[-1].prose_flags = [flag for span in spans if not span.startswith(LAUNCHERS)
+                blocks[-1].prose_flags = [flag for span in spans if not COMMAND_LINE.match(span)
                                           for flag in FLAG.findall(span)]
-            blocks += [Block([Command(span)]) for span in spans if span.startswith(LAUNCHERS)]
+            blocks += [Block([Command(span)]) for span in spans if COMMAND_LINE.match(span)]
     return blocks
 
 
