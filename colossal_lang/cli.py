@@ -42,12 +42,12 @@ class _BooleanFlag(argparse.Action):
     """`--flag`, `--no-flag` / `--no_flag`, and the older `--flag true|false` spelling, all for one boolean."""
 
     def __init__(self, option_strings, dest, default=None, help=None, **_):
-        super().__init__(option_strings, dest, nargs="?", const=True, default=default, help=help)
+        # type=str2bool: argparse turns a bad value (`--flag maybe`) into its usage error, exit status 2.
+        super().__init__(option_strings, dest, nargs="?", const=True, default=default, type=str2bool, help=help)
 
     def __call__(self, parser, namespace, value, option_string=None):
         negated = option_string.startswith("--no-") or option_string.startswith("--no_")
-        parsed = str2bool(value) if isinstance(value, str) else bool(value)
-        setattr(namespace, self.dest, (not parsed) if negated else parsed)
+        setattr(namespace, self.dest, (not value) if negated else bool(value))
 
 
 def add_boolean_flag(parser, name: str, default: Optional[bool], help: str = "") -> None:

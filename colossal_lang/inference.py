@@ -73,22 +73,19 @@ def generate(model, tokenizer, prompt: str, settings: Optional[GenerationSetting
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from colossal_lang.cli import str2bool
-    from colossal_lang.io.dtypes import DTYPE_CHOICES
+    from colossal_lang import cli_flags
+    from colossal_lang.cli import add_boolean_flag
 
     defaults = GenerationSettings()
     parser = argparse.ArgumentParser(
         prog="inference_example.py",
         description="Generate text with a Hugging Face causal LM folder (raw continuation or chat template).",
     )
-    parser.add_argument("--model_path", required=True, help="Hugging Face model folder")
-    parser.add_argument("--tokenizer_path", default=None, help="tokenizer folder (default: the model's)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 ... (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                        help="auto = bfloat16 on a CUDA device that has it, float32 otherwise")
+    cli_flags.add_model_flags(parser)
+    cli_flags.add_device_flags(parser)
     parser.add_argument("--max_new_tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--do_sample", type=str2bool, nargs="?", const=True, default=defaults.do_sample,
-                        help="true: sample; false: greedy (default: true, as in Colossal-LLaMA)")
+    add_boolean_flag(parser, "do_sample", defaults.do_sample,
+                     "sample; --no-do_sample (or Colossal-LLaMA's --do_sample false) is greedy")
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--top_k", type=int, default=defaults.top_k)
     parser.add_argument("--top_p", type=float, default=defaults.top_p)
@@ -96,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input_txt", default=None,
                         help="the prompt text, or a file of prompts (one a line); without it, prompts are read "
                              "from stdin one a line until EOF")
-    parser.add_argument("--chat", type=str2bool, nargs="?", const=True, default=None,
-                        help="wrap the prompt in the tokenizer's chat template (default: raw continuation)")
+    add_boolean_flag(parser, "chat", None,
+                     "wrap the prompt in the tokenizer's chat template (unset: --prompt_style decides; raw continuation)")
     parser.add_argument("--prompt_style", choices=("sft", "pretrained"), default=None,
                         help="Colossal-LLaMA's flag: sft = --chat, pretrained = raw continuation")
     return parser

@@ -2,8 +2,8 @@
 
     io ← tokenizer ← model ← data ← training ← evaluation (and inference, beside evaluation)
 
-`colossal_lang.errors` and `colossal_lang.cli` sit at the bottom with io: every stage uses them and they
-use no stage. Function-level imports count as much as module-level ones.
+`colossal_lang.errors`, `colossal_lang.cli` and `colossal_lang.cli_flags` sit at the bottom with io: every
+stage uses them and they use no stage. Function-level imports count as much as module-level ones.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Group -> layer: a module may import its own group and the groups on lower layers.
 LAYERS = {"io": 0, "tokenizer": 1, "model": 2, "data": 3, "training": 4, "evaluation": 5, "inference": 5}
-BOTTOM_MODULES = {"errors", "cli"}  # top-level helpers, on the io layer
+BOTTOM_MODULES = {"errors", "cli", "cli_flags"}  # top-level helpers, on the io layer
 
 
 def group_of(module: str):
@@ -101,3 +101,19 @@ def test_moved_helpers_have_one_home(old_module):
              for path in sorted((REPO / folder).rglob("*.py"))
              for line, target in imported_modules(path, REPO) if target == old_module]
     assert users == []
+
+
+SHARED_HELPERS = ("iter_jsonl", "read_text_lines", "list_jsonl_files", "load_hf_tokenizer", "load_base_tokenizer_json",
+                  "load_causal_lm", "load_model_and_tokenizer", "check_model_folder", "check_output_folder",
+                  "staged_folder", "resolve_device", "resolve_dtype", "first_line")
+
+
+def test_each_shared_helper_is_defined_once_in_io():
+    definitions = {}
+    for path in sorted((REPO / "colossal_lang").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name in SHARED_HELPERS:
+                definitions.setdefault(node.name, []).append(str(path.relative_to(REPO)))
+    assert sorted(definitions) == sorted(SHARED_HELPERS)
+    for name, places in definitions.items():
+        assert len(places) == 1 and places[0].startswith("colossal_lang/io/"), (name, places)

@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from colossal_lang.cli import parse_args_with_config
 from colossal_lang.errors import InputError, run_cli
 from colossal_lang.io.jsonl import iter_jsonl
 
@@ -88,7 +89,7 @@ def main(argv: Optional[list] = None) -> dict:
     parser.add_argument("--num_fewshot", type=int, default=10, help="held-out rows kept aside as few-shot examples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="data/eval")
-    args = parser.parse_args(argv)
+    args = parse_args_with_config(parser, argv)
     if not Path(args.sft_file).is_file():
         raise InputError("no such file", args.sft_file)
     pairs = read_translation_pairs(args.sft_file)

@@ -266,6 +266,8 @@ def training_runs(tensorboard_dir=None, loss_log=None) -> Optional[Dict[str, Dic
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from colossal_lang import cli_flags
+
     parser = argparse.ArgumentParser(prog="python -m colossal_lang.evaluation.compare",
                                      description="Compare models on held-out text and multiple-choice sets.")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
@@ -273,22 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", nargs="+", default=[], help="held-out jsonl files or folders (text in `target`)")
     parser.add_argument("--mc", nargs="+", default=[], help="multiple-choice jsonl files")
     parser.add_argument("--mc_method", choices=("loglik", "letter"), default="loglik")
-    parser.add_argument("--mc_fewshot_file", default=None)
-    parser.add_argument("--num_fewshot", type=int, default=None, help="default: 5 with --mc_fewshot_file, else 0")
-    parser.add_argument("--max_documents", type=int, default=None, help="first N documents of each file")
-    parser.add_argument("--max_characters", type=int, default=None,
-                        help="cut each document to its first N characters (long speeches cost minutes on CPU)")
+    cli_flags.add_fewshot_flags(parser)
+    cli_flags.add_document_flags(parser)
     parser.add_argument("--max_questions", type=int, default=None, help="first N questions of each MC file")
-    parser.add_argument("--max_length", type=int, default=1024)
-    parser.add_argument("--stride", type=int, default=None, help="window step (default: max_length // 2)")
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default="auto")
+    cli_flags.add_window_flags(parser)
+    cli_flags.add_batch_flag(parser)
+    cli_flags.add_device_flags(parser)
     parser.add_argument("--tensorboard_dir", default=None, help="training log folder: its scalars are plotted")
     parser.add_argument("--loss_log", default=None,
                         help="train.py's --loss_log jsonl: plotted when there is no usable --tensorboard_dir")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--no_progress", action="store_true")
+    cli_flags.add_progress_flag(parser)
     return parser
 
 
@@ -308,7 +305,7 @@ def main(argv: Optional[list] = None) -> List[dict]:
         raise InputError("two --model flags share a name")
     data_files = list_jsonl_files(args.data) if args.data else []
     mc_files = list_jsonl_files(args.mc) if args.mc else []
-    fewshot = load_fewshot(args.mc_fewshot_file, args.num_fewshot)
+    fewshot = load_fewshot(args.fewshot_file, args.num_fewshot)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     curves = training_runs(args.tensorboard_dir, args.loss_log)  # cheap: a bad log fails before the slow part
@@ -318,7 +315,7 @@ def main(argv: Optional[list] = None) -> List[dict]:
         models, data_files, mc_files, max_documents=args.max_documents, max_characters=args.max_characters,
         max_length=args.max_length, stride=args.stride, batch_size=args.batch_size, mc_method=args.mc_method,
         mc_fewshot_items=fewshot, max_questions=args.max_questions, device=args.device, dtype=args.dtype,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     table = to_markdown(rows)
     settings = (f"window {args.max_length} tokens, stride {args.stride}; documents per file: "

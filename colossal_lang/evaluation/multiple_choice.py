@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from colossal_lang.cli import str2bool
+from colossal_lang.cli import add_boolean_flag
 from colossal_lang.errors import InputError, run_cli
 from colossal_lang.evaluation.perplexity import document_prefix_ids, sequence_nlls
 
@@ -192,7 +192,7 @@ def evaluate_multiple_choice(
     method: str = "loglik",
     fewshot_items: Sequence[MultipleChoiceItem] = (),
     choice_separator: str = " ",
-    batch_size: int = 8,
+    batch_size: int = 4,
     progress: bool = True,
     calibrate: bool = True,
 ) -> MultipleChoiceResult:
@@ -248,26 +248,23 @@ def format_result(name: str, result: MultipleChoiceResult) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from colossal_lang import cli_flags
+
     parser = argparse.ArgumentParser(prog="python -m colossal_lang.evaluation.multiple_choice",
                                      description="Multiple-choice accuracy of a causal LM on jsonl question files.")
-    parser.add_argument("--model_path", required=True, help="Hugging Face model folder")
-    parser.add_argument("--tokenizer_path", default=None, help="tokenizer folder (default: the model's)")
+    cli_flags.add_model_flags(parser)
     parser.add_argument("--data", nargs="+", required=True, help="jsonl files of {question, choices, answer}")
     parser.add_argument("--method", choices=METHODS, default="loglik",
                         help="loglik: likelihood of each full choice; letter: logits of the answer letter (MMLU style)")
-    parser.add_argument("--fewshot_file", default=None, help="jsonl of solved examples put before each question")
-    parser.add_argument("--num_fewshot", type=int, default=None,
-                        help="how many examples (default: 5 with --fewshot_file, else 0)")
+    cli_flags.add_fewshot_flags(parser)
     parser.add_argument("--choice_separator", default=" ", help="text between question and choice (loglik)")
-    parser.add_argument("--calibrate", type=str2bool, default=True,
-                        help="loglik: also report accuracy of log p(choice | question) - log p(choice) (default true)")
+    add_boolean_flag(parser, "calibrate", True,
+                     "loglik: also report accuracy of log p(choice | question) - log p(choice)")
     parser.add_argument("--max_questions", type=int, default=None, help="evaluate only the first N questions of each file")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    parser.add_argument("--output_json", nargs="?", const="-", default=None, metavar="PATH",
-                        help="write results as JSON to PATH (no PATH: print JSON instead of text)")
-    parser.add_argument("--no_progress", action="store_true")
+    cli_flags.add_batch_flag(parser)
+    cli_flags.add_device_flags(parser)
+    cli_flags.add_output_json_flag(parser)
+    cli_flags.add_progress_flag(parser)
     return parser
 
 
@@ -301,7 +298,7 @@ def main(argv: Optional[list] = None) -> dict:
     fewshot_items = load_fewshot(args.fewshot_file, args.num_fewshot)
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.device, args.dtype, args.tokenizer_path)
     results = {path: evaluate_multiple_choice(model, tokenizer, items, args.method, fewshot_items, args.choice_separator,
-                                              args.batch_size, progress=not args.no_progress, calibrate=args.calibrate)
+                                              args.batch_size, progress=args.progress, calibrate=args.calibrate)
                for path, items in question_sets.items()}
     report = {"model_path": str(args.model_path), "files": {path: r.as_dict() for path, r in results.items()}}
     if args.output_json == "-":

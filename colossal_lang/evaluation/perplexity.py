@@ -201,29 +201,21 @@ def read_documents(path, field: str = "target", max_documents: Optional[int] = N
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from colossal_lang import cli_flags
+
     parser = argparse.ArgumentParser(
         prog="python -m colossal_lang.evaluation.perplexity",
         description="Bits per byte and token perplexity of a causal LM on jsonl text, per file.",
     )
-    parser.add_argument("--model_path", required=True, help="Hugging Face model folder")
-    parser.add_argument("--tokenizer_path", default=None, help="tokenizer folder (default: the model's)")
+    cli_flags.add_model_flags(parser)
     parser.add_argument("--data", nargs="+", required=True, help="jsonl files or folders of them")
     parser.add_argument("--field", default="target", help="record field holding the text (default: target)")
-    parser.add_argument("--max_documents", type=int, default=None, help="score only the first N documents of each file")
-    parser.add_argument("--max_characters", type=int, default=None,
-                        help="cut each document to its first N characters (bounds the cost of long documents)")
-    parser.add_argument("--max_length", type=int, default=1024, help="window length in tokens")
-    parser.add_argument("--stride", type=int, default=None,
-                        help="window step (default max_length // 2); tokens past the first window see "
-                             ">= max_length - stride tokens of context")
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    parser.add_argument(
-        "--output_json", nargs="?", const="-", default=None, metavar="PATH",
-        help="write results as JSON to PATH (no PATH: print JSON instead of the table)",
-    )
-    parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    cli_flags.add_document_flags(parser)
+    cli_flags.add_window_flags(parser)
+    cli_flags.add_batch_flag(parser)
+    cli_flags.add_device_flags(parser)
+    cli_flags.add_output_json_flag(parser)
+    cli_flags.add_progress_flag(parser)
     return parser
 
 
@@ -254,7 +246,7 @@ def main(argv: Optional[list] = None) -> dict:
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.device, args.dtype, args.tokenizer_path)
     results = {
         name: bits_per_byte(model, tokenizer, texts, args.max_length, args.stride, args.batch_size,
-                            progress=not args.no_progress, desc=name)
+                            progress=args.progress, desc=name)
         for name, texts in documents.items()
     }
     report = {

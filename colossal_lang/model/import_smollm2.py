@@ -103,12 +103,22 @@ def import_smollm2(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, force: bool = F
     return output_dir
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    from colossal_lang.cli import add_boolean_flag
+
+    parser = argparse.ArgumentParser(prog="python -m colossal_lang.model.import_smollm2", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default=str(DEFAULT_OUTPUT_DIR))
-    parser.add_argument("--force", action="store_true", help="re-import even if the folder is complete")
-    args = parser.parse_args(argv)
-    path = import_smollm2(args.output_dir, force=args.force)
+    add_boolean_flag(parser, "overwrite", False, "re-import even if the folder is complete")
+    parser.add_argument("--force", dest="overwrite", action="store_true", help="the older name of --overwrite")
+    return parser
+
+
+def main(argv=None) -> None:
+    from colossal_lang.cli import parse_args_with_config
+
+    args = parse_args_with_config(build_parser(), argv)
+    path = import_smollm2(args.output_dir, force=args.overwrite)
     print(f"SmolLM2-135M-Instruct Hugging Face folder: {path}")
 
 
