@@ -154,13 +154,20 @@ def test_every_planned_launch_passes_train_py_checks(gpus, tiny_model, tiny_data
 
 
 @pytest.mark.slow
-def test_a_real_ddp_case_saves_resumes_and_reports(tiny_model, tiny_dataset, tmp_path):
-    settings = gpu_check.Settings(work=tmp_path / "work", out=tmp_path / "out", steps=2, timeout_s=240)
-    case = gpu_check.Case("tiny", "ddp", "fp32", accumulation_steps=2, batch_size=2)
-    row = gpu_check.run_case(case, tiny_model, tiny_dataset, settings)
-    assert row["status"] == "ok", row
-    assert row["resumed"] and row["steps_logged"] == [1, 2, 3, 4]
+def test_main_runs_a_real_ddp_case_that_saves_resumes_and_reports(tiny_model, tmp_path, capsys):
+    """gpu_check.main end to end on CPU: its own packed dataset, train.py under torchrun, table and rows."""
+    out = tmp_path / "out"
+    code = gpu_check.main(["--cpu", "--out", str(out), "--smollm2", str(tiny_model), "--parts", "plugins",
+                           "--plugins", "ddp", "--precisions", "bf16", "--seq_length", "64", "--batch_size", "2",
+                           "--steps", "2", "--timeout", "240"])
+    printed = capsys.readouterr().out
+    (row,) = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert code == 0 and row["status"] == "ok", row
+    assert row["resumed"] and row["steps_logged"] == [1, 2, 3, 4] and row["accumulation_steps"] == 2
     assert row["tokens_per_s"] > 0 and row["peak_gib"] > 0 and "mfu" not in row  # no peak FLOP/s on CPU
     assert [launch["exit"] for launch in row["launches"]] == [0, 0]
-    assert not (settings.work / "checkpoints" / case.name).exists()  # deleted after the case
-    assert "saved checkpoint" in (settings.out / "logs" / case.name / "1-save.log").read_text()
+    assert not (out / "work" / "checkpoints" / row["case"]).exists()  # deleted after the case
+    assert "saved checkpoint" in (out / "logs" / row["case"] / "1-save.log").read_text()
+    assert gpu_check.table_line(row) in printed and gpu_check.table_line(row) in (out / "table.md").read_text()
+    manifest = json.loads((out / "work" / "data-64" / "manifest.json").read_text())
+    assert manifest["max_length"] == 64 and set(manifest["categories"]) == {"cs", "en"}
