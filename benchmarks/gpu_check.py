@@ -57,7 +57,7 @@ class Case:
     model: str  # "smollm2" or "1b" (keys of the models dict)
     plugin: str
     precision: str
-    attention: str = "auto"  # auto = what the dataset was packed for (doc_causal)
+    attention: str = "doc_causal"  # what the dataset is packed for; "causal" attends across packed documents
     resume: bool = True  # False: one measuring launch, ended once its last step is logged
     accumulation_steps: int = 2
     grad_checkpoint: bool = True
@@ -216,7 +216,7 @@ def run_case(case: Case, model_dir: Path, data_dir: Path, settings: Settings) ->
         row["launches"].append({"name": launch_name, "seconds": round(result.seconds, 1), "exit": result.returncode,
                                 "timed_out": result.timed_out, "ended_early": result.ended_early})
         if result.timed_out:
-            row["status"] = f"TIMED OUT in {launch_name} after {result.seconds:.0f} s (killed with its workers)"
+            row["status"] = f"TIMED OUT in {launch_name} (limit {min(settings.timeout_s, remaining):.0f} s; killed with its workers)"
             break
         if not result.ok:
             row["status"] = f"FAILED in {launch_name} (exit {result.returncode})"
