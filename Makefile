@@ -43,7 +43,7 @@ $(CURRENT_STAMP): requirements-current-torch.txt
 	touch $(CURRENT_STAMP)
 
 test-current-torch: $(CURRENT_STAMP)
-	$(CURRENT_PY) -m pytest -q tests/training tests/model
+	$(CURRENT_PY) -m pytest -q tests/training tests/model tests/benchmarks
 
 benchmarks: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

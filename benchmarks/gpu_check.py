@@ -22,7 +22,8 @@ cases when the total time is spent (they are reported as skipped).
     python benchmarks/gpu_check.py --out OUT [--parts plugins mfu] [--plugins ...] [--precisions bf16 fp16]
                                    [--steps 3] [--timeout 300] [--budget_s 0] [--smollm2_config DIR] [--dry_run]
 
-Without CUDA it refuses (exit 2) before doing anything, except --dry_run (prints every planned command).
+Without CUDA it refuses (exit 2) before doing anything, except --dry_run (prints every planned command) and
+--cpu (the ddp cases on CPU, which tests this script, not the GPU paths).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Case:
     model: str  # "smollm2" or "1b" (keys of the models dict)
     plugin: str
     precision: str
-    attention: str = "auto"  # auto = what the dataset was packed for (doc_causal)
+    attention: str = "doc_causal"  # what the dataset is packed for; "causal" attends across packed documents
     resume: bool = True  # False: one measuring launch, ended once its last step is logged
     accumulation_steps: int = 2
     grad_checkpoint: bool = True
@@ -215,7 +216,7 @@ def run_case(case: Case, model_dir: Path, data_dir: Path, settings: Settings) ->
         row["launches"].append({"name": launch_name, "seconds": round(result.seconds, 1), "exit": result.returncode,
                                 "timed_out": result.timed_out, "ended_early": result.ended_early})
         if result.timed_out:
-            row["status"] = f"TIMED OUT in {launch_name} after {result.seconds:.0f} s (killed with its workers)"
+            row["status"] = f"TIMED OUT in {launch_name} (limit {min(settings.timeout_s, remaining):.0f} s; killed with its workers)"
             break
         if not result.ok:
             row["status"] = f"FAILED in {launch_name} (exit {result.returncode})"
@@ -302,6 +303,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--budget_s", type=int, default=0, help="stop starting launches after this many seconds (0: none)")
     parser.add_argument("--keep_checkpoints", action="store_true", help="keep each case's save_dir under --work_dir")
     parser.add_argument("--dry_run", action="store_true", help="print every planned launch and exit")
+    parser.add_argument("--cpu", action="store_true", help="run the ddp cases on CPU: tests this script, not the GPU paths")
     return parser.parse_args(argv)
 
 
@@ -326,7 +328,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             for launch_name, launch_argv in launches(case, common, args.steps):
                 print(case.name, launch_name, " ".join(torchrun_command(launch_argv, gpus)))
         return 0
-    if not torch.cuda.is_available():
+    if args.cpu and (args.parts != ["plugins"] or args.plugins != ["ddp"]):
+        print("gpu_check: --cpu runs only --parts plugins --plugins ddp", file=sys.stderr)
+        return 2
+    if not torch.cuda.is_available() and not args.cpu:
         print("gpu_check: no CUDA device here; run it on a CUDA machine (CPU runs only --plugin ddp: see "
               "benchmarks/bench_training.py)", file=sys.stderr)
         return 2
@@ -345,7 +350,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         smollm2 = Path(args.smollm2)
     data = packed_dataset(work / f"data-{args.seq_length}", smollm2, args.seq_length)
-    title = (f"# GPU check: {gpus} x {torch.cuda.get_device_name()}, torch {torch.__version__}, colossalai "
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (a check of this script, not of the GPU paths)"
+    title = (f"# GPU check: {gpus} x {device}, torch {torch.__version__}, colossalai "
              f"{colossalai.__version__}, transformers {transformers.__version__}, sequence {args.seq_length}, "
              f"attention {'flash-attn' if flash else 'SDPA'}, S = {args.steps}, "
              f"{'random-weight' if args.smollm2_config else 'pretrained'} SmolLM2, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")

@@ -114,10 +114,23 @@ def tiny_model(smollm2_tokenizer, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_dataset(smollm2_tokenizer, tmp_path_factory) -> Path:
-    from tests.training.prepared import read_texts, write_prepared_dataset
+    try:  # the helper moves from tests/training/ to colossal_lang/testing/ (issue 13)
+        from colossal_lang.testing.prepared import read_texts, write_prepared_dataset
+    except ImportError:
+        from tests.training.prepared import read_texts, write_prepared_dataset
 
     texts = {"cs": read_texts("cs/fortunes.jsonl", 60), "en": read_texts("en/state_of_the_union.jsonl", 6)}
     return write_prepared_dataset(tmp_path_factory.mktemp("packed"), smollm2_tokenizer, texts, max_length=64)
+
+
+def flag_value(config, name: str):
+    """--name's parsed value, from a flat namespace or from a configuration made of groups (config.optim.lr)."""
+    if hasattr(config, name):
+        return getattr(config, name)
+    for group in vars(config).values():
+        if hasattr(group, name):
+            return getattr(group, name)
+    raise AttributeError(name)
 
 
 @pytest.mark.parametrize("gpus", [1, 2, 4, 8])
@@ -140,27 +153,36 @@ def test_every_planned_launch_passes_train_py_checks(gpus, tiny_model, tiny_data
         common = gpu_check.train_argv(case, tiny_model, tiny_dataset, tmp_path / "ckpt", tmp_path / "log.jsonl",
                                       6 if case.resume else 10, gpus, flash=False)
         for name, argv in gpu_check.launches(case, common, 3):
-            args = parse_train_args(argv)
-            check_plugin(args, world_size=gpus, model_config=model_config)
-            assert (args.plugin, args.mixed_precision, args.attention) == (case.plugin, case.precision, case.attention)
+            config = parse_train_args(argv)
+            check_plugin(config, world_size=gpus, model_config=model_config)
+            value = lambda name: flag_value(config, name)  # noqa: E731
+            assert (value("plugin"), value("mixed_precision"), value("attention")) == \
+                (case.plugin, case.precision, case.attention)
             pipeline = case.plugin == "3d" and gpus >= 4
-            assert args.accumulation_steps == (2 if case.resume and not pipeline else 1)
-            assert args.pp == (2 if pipeline else 1)
-            assert args.use_grad_checkpoint == case.resume
-            assert (args.load_checkpoint == "latest") == (name == "2-resume")
-            assert args.stop_at_step == (3 if name == "1-save" else 0)
+            assert value("accumulation_steps") == (2 if case.resume and not pipeline else 1)
+            assert value("pp") == (2 if pipeline else 1)
+            assert value("use_grad_checkpoint") == case.resume and value("progress") is False
+            assert (value("load_checkpoint") == "latest") == (name == "2-resume")
+            assert value("stop_at_step") == (3 if name == "1-save" else 0)
             if case.plugin == "3d":
-                assert (args.tp, args.zero_stage) == (min(gpus, 2), 1)
+                assert (value("tp"), value("zero_stage")) == (min(gpus, 2), 1)
 
 
 @pytest.mark.slow
-def test_a_real_ddp_case_saves_resumes_and_reports(tiny_model, tiny_dataset, tmp_path):
-    settings = gpu_check.Settings(work=tmp_path / "work", out=tmp_path / "out", steps=2, timeout_s=240)
-    case = gpu_check.Case("tiny", "ddp", "fp32", accumulation_steps=2, batch_size=2)
-    row = gpu_check.run_case(case, tiny_model, tiny_dataset, settings)
-    assert row["status"] == "ok", row
-    assert row["resumed"] and row["steps_logged"] == [1, 2, 3, 4]
+def test_main_runs_a_real_ddp_case_that_saves_resumes_and_reports(tiny_model, tmp_path, capsys):
+    """gpu_check.main end to end on CPU: its own packed dataset, train.py under torchrun, table and rows."""
+    out = tmp_path / "out"
+    code = gpu_check.main(["--cpu", "--out", str(out), "--smollm2", str(tiny_model), "--parts", "plugins",
+                           "--plugins", "ddp", "--precisions", "bf16", "--seq_length", "64", "--batch_size", "2",
+                           "--steps", "2", "--timeout", "240"])
+    printed = capsys.readouterr().out
+    (row,) = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert code == 0 and row["status"] == "ok", row
+    assert row["resumed"] and row["steps_logged"] == [1, 2, 3, 4] and row["accumulation_steps"] == 2
     assert row["tokens_per_s"] > 0 and row["peak_gib"] > 0 and "mfu" not in row  # no peak FLOP/s on CPU
     assert [launch["exit"] for launch in row["launches"]] == [0, 0]
-    assert not (settings.work / "checkpoints" / case.name).exists()  # deleted after the case
-    assert "saved checkpoint" in (settings.out / "logs" / case.name / "1-save.log").read_text()
+    assert not (out / "work" / "checkpoints" / row["case"]).exists()  # deleted after the case
+    assert "saved checkpoint" in (out / "logs" / row["case"] / "1-save.log").read_text()
+    assert gpu_check.table_line(row) in printed and gpu_check.table_line(row) in (out / "table.md").read_text()
+    manifest = json.loads((out / "work" / "data-64" / "manifest.json").read_text())
+    assert manifest["max_length"] == 64 and set(manifest["categories"]) == {"cs", "en"}
