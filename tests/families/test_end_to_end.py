@@ -155,3 +155,27 @@ def check_sft_rows(sft_dir, tokenizer_dir, first_new_id):
         used_new_tokens |= any(token >= first_new_id for token in labelled)
         assert tokenizer.decode(labelled, skip_special_tokens=True).strip()
     assert used_new_tokens
+
+
+def test_qwen_checkpoint_padding_that_stays_padding_is_kept(base_dir, tmp_path):
+    """A few new tokens on Qwen's 151,936-row checkpoint: they take ids 151669.., fresh rows; no row is dropped,
+    and the checkpoint's padding rows past them are carried over unchanged."""
+    from colossal_lang.model.init_model import main as init_model
+    from colossal_lang.tokenizer.init_tokenizer import main as init_tokenizer
+
+    base = build_tiny_model("qwen3", base_dir("qwen3"), tmp_path / "base")
+    words = ["žluťoučký", "úpěl", "ďábelské", "příliš", "kůň", "čeština", "řeřicha", "šťastný"]
+    pieces = tmp_path / "pieces.jsonl"
+    pieces.write_text("".join(json.dumps({"piece": " " + word}, ensure_ascii=False) + "\n" for word in words), "utf-8")
+    init_tokenizer(["--source_tokenizer_dir", str(base), "--target_tokenizer_dir", str(tmp_path / "tok"),
+                    "--expand_tokens_file", str(pieces), "--no_protect"])
+    report = init_model(["--source_model_and_tokenizer_path", str(base), "--target_tokenizer_path", str(tmp_path / "tok"),
+                         "--target_model_path", str(tmp_path / "grown")])
+    assert report.source_rows == 151936 and report.source_vocab_size == 151669
+    assert report.new_rows == 151936 and 151669 < report.target_vocab_size < 151936
+    source = AutoModelForCausalLM.from_pretrained(base).get_input_embeddings().weight
+    grown = AutoModelForCausalLM.from_pretrained(tmp_path / "grown").get_input_embeddings().weight
+    assert torch.equal(grown[:151669], source[:151669])
+    assert torch.equal(grown[report.target_vocab_size:], source[report.target_vocab_size:])
+    new_rows = grown[151669:report.target_vocab_size]
+    assert not any(torch.equal(row, padding) for row, padding in zip(new_rows, source[151669:report.target_vocab_size]))
