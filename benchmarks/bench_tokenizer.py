@@ -1,10 +1,16 @@
-"""Benchmark: SmolLM2 (byte-level BPE) and Mistral v1 (SentencePiece) expanded with a 16k Czech tokenizer.
+"""Benchmark: base tokenizers expanded with a 16k Czech tokenizer.
 
     .venv/bin/python benchmarks/bench_tokenizer.py [--vocab_size 16000] [--output_markdown benchmarks/results_tokenizer.md]
+        [--sections protection,families] [--czech_train data/pretrain/cs]
 
-For each base, with and without protection of English (reference: data/pretrain/en): characters per
-token on held-out Czech (data/heldout/cs_*.jsonl) and its ratio to the base, and on held-out English
-the change in token count and the share of documents tokenized exactly as before.
+`protection`: SmolLM2 (byte-level BPE) and Mistral v1 (SentencePiece), with and without protection of
+English (reference: data/pretrain/en): characters per token on held-out Czech (data/heldout/cs_*.jsonl)
+and its ratio to the base, and on held-out English the change in token count and the share of documents
+tokenized exactly as before.
+
+`families` (benchmarks/tokenizer_families.py): one row per base family users adapt (Llama 3/3.1,
+Qwen 3, DeepSeek-V3, gpt-oss, Gemma 3, Llama 2, Mistral folder), protected: new tokens, Czech chars/token
+before and after, English ids identical, round trip, special ids unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from colossal_lang.tokenizer.corpus import load_texts  # noqa: E402
 from colossal_lang.tokenizer.init_tokenizer import _encoder, expand, pieces_as_bytes_from_tokenizer  # noqa: E402
@@ -41,12 +48,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vocab_size", type=int, default=16000)
     parser.add_argument("--output_markdown", default=None)
+    parser.add_argument("--sections", default="protection,families", help="comma-separated: protection, families")
+    parser.add_argument("--czech_train", default=str(REPO / "data" / "pretrain" / "cs"),
+                        help="Czech jsonl the target tokenizers are trained on")
     args = parser.parse_args()
+    sections = [part.strip() for part in args.sections.split(",")]
+    markdown = ""
+    if "protection" in sections:
+        markdown += protection_section(args)
+    if "families" in sections:
+        from tokenizer_families import families_section
+
+        markdown += families_section(args.vocab_size, args.czech_train)
+    if args.output_markdown:
+        header = (f"# Tokenizer expansion benchmark\n\nRun {datetime.date.today().isoformat()} on "
+                  f"{platform.machine()} Linux, {os.cpu_count()} CPU cores (shared), `benchmarks/bench_tokenizer.py "
+                  f"--vocab_size {args.vocab_size} --sections {args.sections} --czech_train {args.czech_train}`.\n\n")
+        Path(args.output_markdown).write_text(header + markdown, encoding="utf-8")
+
+
+def protection_section(args) -> str:
     from colossal_lang.model.import_smollm2 import import_smollm2
 
     smollm2 = import_smollm2(REPO / ".cache" / "models" / "SmolLM2-135M-Instruct")
     mistral = REPO / "data" / "tokenizers" / "mistral-v1"
-    czech_train = str(REPO / "data" / "pretrain" / "cs")
+    czech_train = args.czech_train
     heldout = REPO / "data" / "heldout"
     czech = load_texts(sorted(str(p) for p in heldout.glob("cs_*.jsonl")))
     english = load_texts(sorted(str(p) for p in heldout.glob("en_*.jsonl")))
@@ -78,13 +104,9 @@ def main() -> None:
                          plan.protected_dropped, result, base_result, seconds))
     table = render(rows, len(czech), len(english))
     print(table)
-    if args.output_markdown:
-        header = (f"# Tokenizer expansion benchmark\n\nRun {datetime.date.today().isoformat()} on "
-                  f"{platform.machine()} Linux, {os.cpu_count()} CPU cores (shared), `benchmarks/bench_tokenizer.py "
-                  f"--vocab_size {args.vocab_size}`.\nCzech tokenizers trained on data/pretrain/cs; English protected "
-                  f"against data/pretrain/en; measured on data/heldout ({len(czech)} Czech, {len(english)} English "
-                  "documents).\n\n")
-        Path(args.output_markdown).write_text(header + table, encoding="utf-8")
+    return (f"## Protection: SmolLM2 and Mistral v1\n\nCzech tokenizers trained on {czech_train}; English protected "
+            f"against data/pretrain/en; measured on data/heldout ({len(czech)} Czech, {len(english)} English "
+            "documents).\n\n" + table + "\n")
 
 
 def render(rows, czech_docs, english_docs) -> str:

@@ -81,12 +81,20 @@ def copy_rows(destination: torch.Tensor, destination_ids: torch.Tensor, source: 
         destination[destination_ids[ids]] = source.index_select(0, source_ids[ids]).to(destination.dtype)
 
 
-def grow_matrix(weight: torch.Tensor, vocab_map, new_rows: torch.Tensor, pad_row: torch.Tensor, total_rows: int) -> torch.Tensor:
-    """The new (total_rows x hidden) matrix: kept rows copied, new rows set, padding rows = `pad_row`."""
+def grow_matrix(weight: torch.Tensor, vocab_map, new_rows: torch.Tensor, pad_row: torch.Tensor, total_rows: int,
+                keep_source_padding: bool = False) -> torch.Tensor:
+    """The new (total_rows x hidden) matrix: kept rows copied, new rows set, padding rows = `pad_row`.
+
+    `keep_source_padding` (expansion): the checkpoint's own padding rows that are still padding (ids from
+    the target vocabulary's end to the checkpoint's) are copied as they are, not reset.
+    """
     grown = torch.empty(total_rows, weight.shape[1], dtype=weight.dtype)
     copy_rows(grown, vocab_map.kept_target_ids, weight, vocab_map.kept_source_ids)
     grown[vocab_map.new_token_ids] = new_rows.to(weight.dtype)
     grown[vocab_map.target_size :] = pad_row.to(weight.dtype)
+    kept_padding_end = min(weight.shape[0], total_rows)
+    if keep_source_padding and kept_padding_end > vocab_map.target_size:
+        grown[vocab_map.target_size : kept_padding_end] = weight[vocab_map.target_size : kept_padding_end]
     return grown
 
 
@@ -136,6 +144,9 @@ def expand_model(
         bad_row = int(vocab_map.kept_source_ids[out_of_range][0])
         raise InputError(f"token_alignment.json copies source row {bad_row}; the model has rows 0..{source_rows - 1}")
     total_rows = round_up(vocab_map.target_size, pad_to_multiple_of)
+    expansion = init != "align"
+    if expansion:  # a checkpoint padded past its tokenizer (Qwen: 151,936 rows, 151,669 ids) never loses rows
+        total_rows = max(total_rows, source_rows)
     num_new = len(vocab_map.new_token_ids)
     pieces = None
     if init in ("mean_of_pieces", "align") and num_new:
@@ -151,7 +162,7 @@ def expand_model(
             new_rows = initialize_new_rows(
                 weight, init, num_new, source_vocab, pieces, initializer_range, generator, weight_of_pieces
             )
-            grown = grow_matrix(weight, vocab_map, new_rows, mean_of_rows(weight, source_vocab), total_rows)
+            grown = grow_matrix(weight, vocab_map, new_rows, mean_of_rows(weight, source_vocab), total_rows, expansion)
             del weight, new_rows
         # Replacing the parameter (rather than resize_token_embeddings) frees the old matrix at once and
         # skips transformers' own initialisation of rows we are about to overwrite.
@@ -251,7 +262,9 @@ def describe(report: ExpansionReport, dtype: torch.dtype, output_path, seconds: 
     if report.init in ("mean_of_pieces", "align"):
         lines.append(f"pieces left out: {report.pieces_left_out}; tokens with no pieces (given the mean row): {report.tokens_without_pieces}")
     lines += [
-        f"padding rows: {len(report.padding_ids)} (ids {report.target_vocab_size}..{report.new_rows - 1}), set to the mean row",
+        f"padding rows: {len(report.padding_ids)} (ids {report.target_vocab_size}..{report.new_rows - 1}), set to the mean row"
+        + (f" (those the checkpoint already had, below {report.source_rows}, kept as they were)"
+           if report.init != "align" and report.source_rows > report.target_vocab_size else ""),
         f"embedding rows: {report.new_rows}; head: {'tied to the embeddings' if report.tied else 'separate, initialised from the head'}; dtype: {str(dtype).replace('torch.', '')}",
         f"wrote model and tokenizer to {output_path} in {seconds:.1f} s",
     ]

@@ -156,6 +156,8 @@ def pieces_of_new_tokens(
         if token_id in added:
             surface_texts.append(added[token_id].content)
             surface_positions.append(position)
+        elif token is None:  # an id no token owns (a gap in the vocabulary): no pieces, so the mean row
+            pieces_per_token[position] = []
         elif same_alphabet:
             pieces_per_token[position] = [piece.id for piece in source_model.tokenize(token)]
         else:

@@ -1,8 +1,17 @@
-"""Expand a byte-level BPE tokenizer (tokenizer.json) with new vocabulary AND merges.
+"""Expand a BPE tokenizer.json (byte-level, or SentencePiece-style with `▁`) with new vocabulary AND merges.
 
 New tokens come out of ordinary BPE: each wanted piece is first segmented by the current merges, then
 joined by appended merges (left to right, or right to left when that needs a merge into a token of the
 base). Appended merges rank after all existing ones, so they only act where the old merges stopped.
+
+Byte-level pieces must be written in the base's byte alphabet. A SentencePiece-style base (Gemma 3,
+Llama 2 converted) lacks some characters (they fall back to `<0xNN>` bytes, which never merge), so those
+characters are added as tokens first (`add_missing_chars`).
+
+Ids: new tokens start after the highest id in use. `tokenizers` gives an added token that is not in the
+model's vocabulary the next free vocabulary id when it loads a file (whatever id the file says), so the
+added tokens after the vocabulary (Llama 3's 256, Qwen's 26, ...) are written into the vocabulary at their
+own ids; `check_ids_kept` then proves every old token kept its id.
 """
 
 from __future__ import annotations
@@ -51,25 +60,33 @@ def _chain(segments: List[str], left_to_right: bool) -> List[Tuple[Merge, str]]:
     return steps
 
 
-def plan_byte_level_expansion(config: dict, pieces: Sequence[str], blocked: Set[str] = frozenset()) -> ExpansionPlan:
-    """Decide the new tokens and merges for `pieces` (byte-level strings) on top of tokenizer.json `config`."""
+def plan_byte_level_expansion(config: dict, pieces: Sequence[str], blocked: Set[str] = frozenset(),
+                              add_missing_chars: bool = False) -> ExpansionPlan:
+    """Decide the new tokens and merges for `pieces` (in the base's notation) on top of tokenizer.json `config`.
+
+    `add_missing_chars`: characters the base lacks become new tokens (SentencePiece-style bases);
+    otherwise a piece holding one is rejected (byte-level bases hold every byte).
+    """
     vocab: Dict[str, int] = dict(config["model"]["vocab"])
     base_tokens = set(vocab)
     ranks = {merge: rank for rank, merge in enumerate(parse_merges(config["model"]["merges"]))}
     added_ids = [token["id"] for token in config.get("added_tokens", [])]
     plan = ExpansionPlan(first_new_id=max(list(vocab.values()) + added_ids) + 1)
-    alphabet = {char for token in base_tokens if len(token) == 1 for char in token}
     wanted = set()
     for piece in dedupe(pieces):
         if piece in base_tokens:
             plan.already_present.append(piece)
             continue
-        if any(char not in alphabet for char in piece):
+        missing_chars = dedupe([char for char in piece if char not in vocab])
+        if missing_chars and not add_missing_chars:
             plan.rejected[piece] = "holds a character outside the base's byte alphabet"
             continue
-        if piece in blocked:
+        if piece in blocked or any(char in blocked for char in missing_chars):
             plan.rejected[piece] = PROTECTED_REASON
             continue
+        for char in missing_chars:  # a known character is a BPE symbol; merges can then join it
+            vocab[char] = plan.first_new_id + len(plan.new_tokens)
+            plan.new_tokens.append(char)
         segments = bpe_segment(piece, ranks)
         if segments == [piece]:  # an intermediate of an earlier piece, already reachable
             wanted.add(piece)
@@ -108,15 +125,34 @@ def plan_byte_level_expansion(config: dict, pieces: Sequence[str], blocked: Set[
 
 
 def apply_byte_level_plan(config: dict, plan: ExpansionPlan) -> dict:
-    """A new tokenizer.json dict with the plan's tokens and merges appended (special tokens untouched)."""
-    expanded = json.loads(json.dumps(config))
+    """A new tokenizer.json dict with the plan's tokens and merges appended (added tokens keep their ids)."""
+    # Copy only what changes: a deep copy of a 262k-token vocabulary costs seconds per protection round.
+    expanded = {**config, "model": {**config["model"], "vocab": dict(config["model"]["vocab"]),
+                                    "merges": list(config["model"]["merges"])}}
     vocab = expanded["model"]["vocab"]
+    for added in expanded.get("added_tokens", []):
+        vocab.setdefault(added["content"], added["id"])  # see the module docstring: pins the id on load
     for offset, token in enumerate(plan.new_tokens):
         vocab[token] = plan.first_new_id + offset
     raw = expanded["model"]["merges"]
     as_strings = bool(raw) and isinstance(raw[0], str)
     raw.extend(f"{a} {b}" if as_strings else [a, b] for a, b in plan.merges)
     return expanded
+
+
+def check_ids_kept(base: dict, expanded: dict, first_new_id: int) -> None:
+    """Raise ValueError unless every token of `base` (added ones included) has its declared id in
+    `expanded` as `tokenizers` loads it, and every other token has an id from `first_new_id` on."""
+    old = dict(base["model"]["vocab"])
+    old.update((added["content"], added["id"]) for added in base.get("added_tokens", []))
+    new = build_tokenizer(expanded).get_vocab(with_added_tokens=True)
+    moved = [token for token, token_id in old.items() if new.get(token) != token_id]
+    if moved:
+        example = moved[0]
+        raise ValueError(f"{len(moved)} tokens would change id (e.g. {example!r}: {old[example]} -> {new.get(example)})")
+    low = [token for token, token_id in new.items() if token not in old and token_id < first_new_id]
+    if low:
+        raise ValueError(f"{len(low)} new tokens would take ids below {first_new_id} (e.g. {low[0]!r})")
 
 
 def build_tokenizer(config: dict):

@@ -25,10 +25,14 @@ from colossal_lang.tokenizer import expand_byte_level as byte_level
 from colossal_lang.tokenizer import expand_sentencepiece as sentencepiece
 from colossal_lang.tokenizer.corpus import load_texts
 from colossal_lang.tokenizer.expansion import ExpansionPlan, protect
-from colossal_lang.tokenizer.hf_folder import save_byte_level_folder, save_sentencepiece_folder
-from colossal_lang.tokenizer.load import tokenizer_family
+from colossal_lang.tokenizer.family import tokenizer_family
+from colossal_lang.tokenizer.hf_folder import check_slow_and_fast_agree, save_byte_level_folder, save_sentencepiece_folder
 from colossal_lang.tokenizer.surface import (SPM_SPACE, byte_level_to_bytes, bytes_to_byte_level,
                                              has_target_script_letter, spm_piece_to_bytes)
+
+
+# Checked when no reference or eval text is given: a word at the very start (the dummy prefix), spaces, digits.
+AGREEMENT_TEXTS = ["Gentlemen, the state of the union is strong.", "  two  spaces\nand 12345 digits", "Příliš žluťoučký kůň"]
 
 
 def read_expand_tokens_file(path: Path) -> List[str]:
@@ -52,7 +56,8 @@ def pieces_as_bytes_from_tokenizer(folder: Path) -> List[bytes]:
         proto = read_sentencepiece_model(find_sentencepiece_model(folder))
         return [spm_piece_to_bytes(piece) for piece in sentencepiece.pieces_from_model_proto(proto)]
     config = load_base_tokenizer_json(folder)
-    return [byte_level_to_bytes(token) for token in byte_level.pieces_from_tokenizer_json(config)]
+    to_bytes = byte_level_to_bytes if family == "byte_level" else spm_piece_to_bytes
+    return [to_bytes(token) for token in byte_level.pieces_from_tokenizer_json(config)]
 
 
 def to_base_notation(pieces: List[bytes], family: str, plan_rejects: dict) -> List[str]:
@@ -86,9 +91,10 @@ def expand(source_dir: Path, pieces_bytes: List[bytes], reference_texts: Optiona
                 early_rejects[repr(text)] = "no target-script letter (--target_script_only)"
         pieces_bytes = kept
     pieces = to_base_notation(pieces_bytes, family, early_rejects)
-    if family == "byte_level":
+    if family in ("byte_level", "metaspace"):
         base = load_base_tokenizer_json(source_dir)
-        plan_for = lambda blocked: byte_level.plan_byte_level_expansion(base, pieces, blocked)  # noqa: E731
+        add_chars = family == "metaspace"
+        plan_for = lambda blocked: byte_level.plan_byte_level_expansion(base, pieces, blocked, add_chars)  # noqa: E731
         fired = lambda plan: byte_level.fired_new_tokens(  # noqa: E731
             byte_level.build_tokenizer(byte_level.apply_byte_level_plan(base, plan)), plan, reference_texts)
         apply = byte_level.apply_byte_level_plan
@@ -99,7 +105,13 @@ def expand(source_dir: Path, pieces_bytes: List[bytes], reference_texts: Optiona
         apply = sentencepiece.apply_sentencepiece_plan
     plan: ExpansionPlan = protect(plan_for, fired) if reference_texts else plan_for(set())
     plan.rejected.update(early_rejects)
-    return family, base, plan, apply(base, plan)
+    expanded = apply(base, plan)
+    if family != "spm":  # a SentencePiece model keeps ids by construction (pieces are appended to a list)
+        try:
+            byte_level.check_ids_kept(base, expanded, plan.first_new_id)
+        except ValueError as error:
+            raise InputError(f"refusing to write an expansion that renumbers the base: {error}", source_dir) from None
+    return family, base, plan, expanded
 
 
 def chars_per_token(encode, texts: List[str]) -> float:
@@ -107,7 +119,7 @@ def chars_per_token(encode, texts: List[str]) -> float:
 
 
 def _encoder(family: str, model):
-    if family == "byte_level":
+    if family != "spm":
         tokenizer = byte_level.build_tokenizer(model)
         return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
     processor = sentencepiece.processor_for(model)
@@ -165,10 +177,12 @@ def main(argv: Optional[List[str]] = None):
                                           args.target_script_only, args.target_script)
     base_dir = source_dir if source_dir.is_dir() else None
     with staged_folder(output_dir) as staging:
-        if family == "byte_level":
+        if family != "spm":
             save_byte_level_folder(expanded, base_dir, staging)
         else:
             save_sentencepiece_folder(expanded.SerializeToString(), base_dir, staging)
+            checked = check_slow_and_fast_agree(staging, (reference or []) + (eval_texts or []) or AGREEMENT_TEXTS)
+            print(f"tokenizer.model and tokenizer.json give the same ids on {checked} texts")
     print(plan.summary())
     if eval_texts:
         report_compression(args, eval_texts, source_dir, pieces_bytes, family, base, expanded, plan)

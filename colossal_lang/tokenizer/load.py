@@ -14,20 +14,6 @@ from colossal_lang.io.tokenizer_files import (find_sentencepiece_model, load_bas
                                               sentencepiece_processor)
 
 
-def tokenizer_family(path: Union[str, Path]) -> str:
-    """'spm' when the folder holds a SentencePiece model, 'byte_level' when its tokenizer.json is byte-level BPE."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such tokenizer file or folder", path)
-    if find_sentencepiece_model(path) is not None:
-        return "spm"
-    config = load_base_tokenizer_json(path)
-    pre = json.dumps(config.get("pre_tokenizer"))
-    if config["model"].get("type") == "BPE" and "ByteLevel" in pre:
-        return "byte_level"
-    raise InputError("unsupported tokenizer: need a SentencePiece model or a byte-level BPE tokenizer.json", path)
-
-
 def load_encoder(path: Union[str, Path]):
     """An object with .encode(text) -> ids (no special tokens), .decode(ids) and a .name, for reports."""
     path = Path(path)
