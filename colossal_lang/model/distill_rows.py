@@ -56,7 +56,7 @@ class DistillSettings:
     batch_tokens: int = 32
     max_tokens: Optional[int] = None
     """Distil only the most frequent new tokens in the text; the rest keep mean_of_pieces (None: all)."""
-    max_corpus_tokens: int = 300_000
+    max_corpus_tokens: int = 1_000_000
     """Old-tokenizer tokens read from the text (documents in order), which bounds memory and search time."""
     output_weight: float = 0.05
     """Weight of the output loss (nats squared) against the input loss (relative squared error)."""

@@ -148,3 +148,22 @@ def test_distill_needs_its_text(sliced_smollm2_dir, smollm2_czech_tokenizer_dir,
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "missing.jsonl" in error and "not found" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_untied_models_fit_input_and_head_rows_separately(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, czech_text, tmp_path):
+    from colossal_lang.model.distill_rows import DistillSettings as Settings
+
+    settings = Settings(steps=4, max_tokens=16, batch_tokens=16, max_corpus_tokens=30_000, output_weight=0.002)
+    _, baseline = grow(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path / "mop", "mean_of_pieces")
+    report, distilled = grow(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path / "distill", "distill",
+                             distill_text=czech_text, distill_settings=settings)
+    source = AutoModelForCausalLM.from_pretrained(untied_sliced_smollm2_dir)
+    assert not report.tied and not report.distill.tied and report.distill.reference_positions == 0
+    assert torch.equal(distilled.lm_head.weight[:V_SMOLLM2], source.lm_head.weight)
+    assert torch.equal(distilled.model.embed_tokens.weight[:V_SMOLLM2], source.model.embed_tokens.weight)
+    new_ids = report.new_token_ids
+    input_moved = (distilled.model.embed_tokens.weight[new_ids] != baseline.model.embed_tokens.weight[new_ids]).any(1)
+    head_moved = (distilled.lm_head.weight[new_ids] != baseline.lm_head.weight[new_ids]).any(1)
+    assert int(input_moved.sum()) == int(head_moved.sum()) == 16
+    assert torch.equal(input_moved, head_moved)
+    assert not torch.equal(distilled.lm_head.weight[new_ids[input_moved]], distilled.model.embed_tokens.weight[new_ids[input_moved]])
