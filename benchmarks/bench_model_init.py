@@ -3,7 +3,8 @@
 On the real SmolLM2-135M expanded with a Czech byte-level BPE (trained on data/pretrain/cs and appended
 by colossal_lang.tokenizer, or by plain `tokenizers` calls where that stage is absent), this measures bits per byte on held-out
 Czech and English for the base model with its own tokenizer and for the expanded model initialised with
-mean_of_pieces (default piece_weight), mean and random; and the wall time and peak RSS of `init_model`
+mean_of_pieces (default piece_weight), mean, random and distill (the most frequent --distill_max_tokens new
+tokens fitted on data/pretrain/cs, English protected with data/pretrain/en); and the wall time and peak RSS of `init_model`
 against loading the model once.
 
 The piece_weight sweep (new row = mean + w * (mean of pieces - mean)) grows the model in process with
@@ -12,6 +13,7 @@ head rows pulled toward the mean). --explore adds the other row recipes that wer
 from the plain mean of pieces and the mean row); they are not options of init_model.
 
     .venv/bin/python benchmarks/bench_model_init.py [--czech_vocab_size 16000] [--docs 5] [--chars 1200] [--explore]
+        [--no-sweep] [--inits mean_of_pieces,distill] [--distill_max_tokens 256] [--distill_steps 8]
 
 Prints a markdown table; --write_results also writes it to benchmarks/results_model_init.md.
 """
@@ -35,9 +37,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from colossal_lang.cli import add_boolean_flag  # noqa: E402
 SMOLLM2 = REPO / ".cache" / "models" / "SmolLM2-135M-Instruct"
 HELDOUT = {"cs": ["cs_fortunes.jsonl", "cs_libreoffice_help.jsonl"], "en": ["en_libreoffice_help.jsonl", "en_state_of_the_union.jsonl"]}
-INITS = ("mean_of_pieces", "mean", "random")
+INITS = ("mean_of_pieces", "mean", "random", "distill")
 PIECE_WEIGHTS = (1.0, 0.9, 0.85, 0.8, 0.7, 0.5)
 
 
@@ -140,7 +143,7 @@ def peak_rss_kib() -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
 
-def child_measure(kind: str, target_tokenizer: str, output: str, init: str) -> None:
+def child_measure(kind: str, target_tokenizer: str, output: str, init: str, distill: str) -> None:
     """Run in a fresh process: time one load or one init_model and report its own peak RSS (JSON on stdout).
 
     Peak RSS is VmHWM from /proc (getrusage's ru_maxrss can carry the parent's peak across fork + exec).
@@ -155,15 +158,25 @@ def child_measure(kind: str, target_tokenizer: str, output: str, init: str) -> N
         model = transformers.AutoModelForCausalLM.from_pretrained(SMOLLM2, torch_dtype="auto", low_cpu_mem_usage=True)
         sum(float(p.sum()) for p in model.parameters())  # safetensors maps lazily: touch every weight once
     else:
-        init_model(SMOLLM2, target_tokenizer, output, init=init, progress=False)
+        from colossal_lang.model.distill_rows import DistillSettings
+
+        settings = DistillSettings(**json.loads(distill))
+        report = init_model(SMOLLM2, target_tokenizer, output, init=init, progress=False, distill_text=["data/pretrain/cs"],
+                            distill_reference_text=["data/pretrain/en"], distill_settings=settings)
+        if report.distill is not None:
+            from colossal_lang.model.init_model import describe_distillation
+
+            print(describe_distillation(report.distill), file=sys.stderr)
     seconds = time.perf_counter() - started
     peak = peak_rss_kib()
     print(json.dumps({"seconds": seconds, "peak_mib": peak / 1024, "above_baseline_mib": (peak - baseline) / 1024}))
 
 
-def measure(kind: str, target_tokenizer="", output="", init="") -> dict:
-    command = [sys.executable, __file__, "--child", kind, target_tokenizer, output, init]
+def measure(kind: str, target_tokenizer="", output="", init="", distill="{}") -> dict:
+    command = [sys.executable, __file__, "--child", kind, target_tokenizer, output, init, distill]
     result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO)
+    if result.stderr.strip():
+        print(result.stderr.strip().splitlines()[-1], flush=True)  # the distillation summary
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -174,7 +187,11 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=1200, help="characters kept per document")
     parser.add_argument("--write_results", action="store_true")
     parser.add_argument("--explore", action="store_true", help="also measure the row recipes that were tried and not adopted")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--inits", default=",".join(INITS), help="init_model rows to measure (comma-separated)")
+    add_boolean_flag(parser, "sweep", True, "measure the piece_weight sweep and the untied copy")
+    parser.add_argument("--distill_max_tokens", type=int, default=256, help="distil the most frequent new tokens only (CPU time)")
+    parser.add_argument("--distill_steps", type=int, default=8)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child_measure(*args.child)
@@ -205,15 +222,18 @@ def main() -> None:
     base_model = model
     costs = {}
     expanded_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    for init in INITS:
+    distill = {"max_tokens": args.distill_max_tokens, "steps": args.distill_steps, "batch_tokens": 64}
+    for init in args.inits.split(","):
         output = workdir / f"model-{init}"
-        costs[init] = measure("init", str(tokenizer_dir), str(output), init)
+        costs[init] = measure("init", str(tokenizer_dir), str(output), init, json.dumps(distill))
         model = AutoModelForCausalLM.from_pretrained(output).eval()
         name = f"expanded, {init}" + (f" (default piece_weight {PIECE_WEIGHT:g})" if init == "mean_of_pieces" else "")
+        if init == "distill":
+            name += f" ({args.distill_max_tokens} most frequent new tokens, {args.distill_steps} steps; the rest mean_of_pieces)"
         rows[name] = {lang: bits_per_byte(model, expanded_tokenizer, texts) for lang, texts in heldout.items()}
         print(init, rows[name], costs[init], flush=True)
         del model
-    swept = sweep(base_model, base_tokenizer, expanded_tokenizer, heldout, PIECE_WEIGHT, args.explore)
+    swept = sweep(base_model, base_tokenizer, expanded_tokenizer, heldout, PIECE_WEIGHT, args.explore) if args.sweep else {}
     del base_model
 
     base = rows["base (own tokenizer)"]
@@ -237,7 +257,7 @@ def main() -> None:
         ]
 
     lines += table_rows(rows)
-    lines += [
+    lines += [] if not swept else [
         "",
         f"Sweep: new rows = mean row + piece_weight x (mean of pieces - mean row), grown in process with expand_model "
         f"(piece_weight {PIECE_WEIGHT:g}, the default, is the init_model row above). Tied unless the row says otherwise.",

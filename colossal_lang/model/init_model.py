@@ -2,7 +2,8 @@
 
     python -m colossal_lang.model.init_model \\
         --source_model_and_tokenizer_path S --target_tokenizer_path T --target_model_path O \\
-        [--init mean_of_pieces|mean|random|align] [--piece_weight 0.8] [--pad_to_multiple_of 64] [--dtype bfloat16]
+        [--init mean_of_pieces|mean|random|align|distill] [--piece_weight 0.8] [--pad_to_multiple_of 64] [--dtype bfloat16]
+        [--distill_text data/pretrain/cs] [--distill_reference_text data/pretrain/en] [--distill_steps 8] ...
 
 Rows of tokens the source already had are copied bit for bit, so the model's distribution over the old
 vocabulary on old-language text is unchanged except for the mass new rows take. Input embeddings and the
@@ -13,7 +14,8 @@ an untied model's input rows stay the plain mean of their pieces. Padding rows
 (up to a multiple of `--pad_to_multiple_of`) get the mean row of their matrix: by Jensen's inequality,
 exp(h . mean(w)) <= mean(exp(h . w)), so each padding id gets at most 1/V of the old vocabulary's mass in
 every context, in practice far less (see docs/model_init.md), for tied and untied models alike and with
-no bias term (Llama has none).
+no bias term (Llama has none). `--init distill` starts from mean_of_pieces and then fits the new rows
+on contexts from `--distill_text` (colossal_lang.model.distill_rows).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Optional
 import torch
 
 from colossal_lang.cli import parse_args_with_config
+from colossal_lang.model.distill_rows import DistillReport, DistillSettings, distill_new_rows, iter_texts
 from colossal_lang.errors import InputError, run_cli
 from colossal_lang.io.atomic_folder import staged_folder
 from colossal_lang.io.dtypes import TORCH_DTYPES as DTYPES
@@ -44,6 +47,7 @@ from colossal_lang.model.new_token_rows import (
     pieces_of_new_tokens,
 )
 
+INIT_CHOICES = tuple(INIT_METHODS) + ("distill",)
 
 
 @dataclass
@@ -62,6 +66,7 @@ class ExpansionReport:
     piece_weight: float = 1.0  # applied to mean_of_pieces head rows (the shared rows when tied)
     pieces_left_out: int = 0
     tokens_without_pieces: int = 0
+    distill: Optional[DistillReport] = None  # --init distill: what was fitted, what kept mean_of_pieces
 
 
 def round_up(size: int, multiple: Optional[int]) -> int:
@@ -208,8 +213,15 @@ def init_model(
     seed: int = 0,
     progress: bool = True,
     piece_weight: float = PIECE_WEIGHT,
+    distill_text=None,
+    distill_reference_text=None,
+    distill_settings: Optional[DistillSettings] = None,
 ) -> ExpansionReport:
-    """Load the source, expand it to the target tokenizer and save model + tokenizer to `target_model_path`."""
+    """Load the source, expand it to the target tokenizer and save model + tokenizer to `target_model_path`.
+
+    With init="distill", `distill_text` (paths: jsonl files/folders, .txt files) gives the contexts and
+    `distill_reference_text` (optional, the old language) the positions whose predictions are protected.
+    """
     source_path, target_tokenizer_path, output_path = map(Path, (source_model_and_tokenizer_path, target_tokenizer_path, target_model_path))
     if not source_path.is_dir():
         raise InputError("source model folder not found", source_path)
@@ -221,6 +233,11 @@ def init_model(
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     check_piece_weight(piece_weight)
+    if init == "distill" and not distill_text:
+        raise InputError("--init distill needs --distill_text (target-language jsonl/text the new tokens occur in)")
+    for text_path in (as_paths(distill_text) + as_paths(distill_reference_text)) if init == "distill" else []:
+        if not Path(text_path).exists():  # before the model is loaded: a typo costs nothing
+            raise InputError("distillation text not found", text_path)
     target_tokenizer = load_hf_tokenizer(target_tokenizer_path, "target tokenizer")
     alignment = load_alignment(target_tokenizer_path) if init == "align" else None
 
@@ -231,18 +248,46 @@ def init_model(
         raise InputError(error.problem, source_path) from None
     try:
         report = expand_model(
-            model, source_tokenizer, target_tokenizer, init, pad_to_multiple_of, alignment, seed, progress, piece_weight
+            model, source_tokenizer, target_tokenizer, "mean_of_pieces" if init == "distill" else init,
+            pad_to_multiple_of, alignment, seed, progress, piece_weight,
         )
     except InputError as error:
         if error.path is None:  # the source was checked above: what is left is about the target tokenizer
             raise InputError(error.problem, target_tokenizer_path) from None
         raise
 
+    if init == "distill":
+        report.init = "distill"
+        report.distill = distill_new_rows(
+            model, source_tokenizer, target_tokenizer, report.new_token_ids, iter_texts(as_paths(distill_text)),
+            distill_settings, iter_texts(as_paths(distill_reference_text)) if distill_reference_text else None, progress,
+        )
     # Written beside the destination and renamed into place: an interrupted run leaves no half-written model.
     with staged_folder(output_path) as staging:
         model.save_pretrained(staging)
         target_tokenizer.save_pretrained(staging)
     return report
+
+
+def as_paths(paths) -> list:
+    """A comma-separated string or a list of paths, as a list."""
+    if not paths:
+        return []
+    if isinstance(paths, (str, Path)):
+        return [part.strip() for part in str(paths).split(",") if part.strip()]
+    return list(paths)
+
+
+def describe_distillation(distilled: DistillReport) -> str:
+    settings = distilled.settings
+    return (
+        f"distilled {distilled.distilled} new tokens on {distilled.contexts} contexts from {distilled.corpus_tokens} tokens of text "
+        f"({settings.steps} steps, {settings.prefix_tokens}-token prefixes, {settings.following_tokens} following tokens, "
+        f"{distilled.reference_positions} reference positions; {'tied: one row fits both losses' if distilled.tied else 'input and head rows fitted separately'}); "
+        f"kept mean_of_pieces: {distilled.without_context} with no context, {distilled.over_budget} over --distill_max_tokens; "
+        f"hidden-state error {distilled.input_error_before:.3f} -> {distilled.input_error_after:.3f}, "
+        f"logit error {distilled.output_error_before:.2f} -> {distilled.output_error_after:.2f} nats; {distilled.seconds:.0f} s"
+    )
 
 
 def describe(report: ExpansionReport, dtype: torch.dtype, output_path, seconds: float) -> str:
@@ -254,12 +299,15 @@ def describe(report: ExpansionReport, dtype: torch.dtype, output_path, seconds: 
         "mean": "the mean source row",
         "random": "N(0, initializer_range), the model's own initialiser",
         "align": "rows copied through token_alignment.json; the rest from the mean of their pieces",
+        "distill": "mean of their source-tokenizer pieces" + pulled + ", then distilled",
     }[report.init]
     lines = [
         f"source: {report.source_vocab_size} tokens in {report.source_rows} rows; target: {report.target_vocab_size} tokens",
         f"kept {report.kept_tokens} rows (copied unchanged); {len(report.new_token_ids)} new tokens initialised with {how}",
     ]
-    if report.init in ("mean_of_pieces", "align"):
+    if report.distill is not None:
+        lines.append(describe_distillation(report.distill))
+    if report.init in ("mean_of_pieces", "align", "distill"):
         lines.append(f"pieces left out: {report.pieces_left_out}; tokens with no pieces (given the mean row): {report.tokens_without_pieces}")
     lines += [
         f"padding rows: {len(report.padding_ids)} (ids {report.target_vocab_size}..{report.new_rows - 1}), set to the mean row"
@@ -276,7 +324,7 @@ def main(argv=None) -> ExpansionReport:
     parser.add_argument("--source_model_and_tokenizer_path", required=True, help="Hugging Face folder: model and its tokenizer")
     parser.add_argument("--target_tokenizer_path", required=True, help="expanded (or swapped) tokenizer folder")
     parser.add_argument("--target_model_path", required=True, help="where the grown model and the tokenizer are written")
-    parser.add_argument("--init", default="mean_of_pieces", choices=INIT_METHODS, help="how new rows start (default: mean_of_pieces)")
+    parser.add_argument("--init", default="mean_of_pieces", choices=INIT_CHOICES, help="how new rows start (default: mean_of_pieces)")
     parser.add_argument(
         "--piece_weight", type=float, default=PIECE_WEIGHT,
         help=f"mean_of_pieces: new head rows (shared rows when tied) = mean + w * (mean of pieces - mean); "
@@ -285,11 +333,25 @@ def main(argv=None) -> ExpansionReport:
     parser.add_argument("--pad_to_multiple_of", type=int, default=64, help="round the vocabulary up to this multiple (0: no padding)")
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="dtype of the saved model (default: the source's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --init random")
+    defaults = DistillSettings()
+    parser.add_argument("--distill_text", default=None, help="--init distill: target-language jsonl files/folders or .txt files, comma-separated")
+    parser.add_argument("--distill_reference_text", default=None, help="--init distill: old-language text whose predictions new tokens must not take (optional)")
+    parser.add_argument("--distill_steps", type=int, default=defaults.steps, help=f"Adam steps per batch of tokens (default: {defaults.steps})")
+    parser.add_argument("--distill_lr", type=float, default=defaults.lr, help=f"(default: {defaults.lr})")
+    parser.add_argument("--distill_contexts", type=int, default=defaults.contexts_per_token, help=f"contexts per token (default: {defaults.contexts_per_token})")
+    parser.add_argument("--distill_batch_tokens", type=int, default=defaults.batch_tokens, help=f"tokens fitted together (default: {defaults.batch_tokens})")
+    parser.add_argument("--distill_max_tokens", type=int, default=None, help="distil only the most frequent new tokens in the text (default: all)")
+    parser.add_argument("--distill_max_corpus_tokens", type=int, default=defaults.max_corpus_tokens, help=f"tokens of text read (default: {defaults.max_corpus_tokens})")
     args = parse_args_with_config(parser, argv)
+    settings = DistillSettings(
+        steps=args.distill_steps, lr=args.distill_lr, contexts_per_token=args.distill_contexts, batch_tokens=args.distill_batch_tokens,
+        max_tokens=args.distill_max_tokens, max_corpus_tokens=args.distill_max_corpus_tokens,
+    )
     started = time.perf_counter()
     report = init_model(
         args.source_model_and_tokenizer_path, args.target_tokenizer_path, args.target_model_path,
         args.init, args.pad_to_multiple_of, args.dtype, args.seed, piece_weight=args.piece_weight,
+        distill_text=args.distill_text, distill_reference_text=args.distill_reference_text, distill_settings=settings,
     )
     from transformers import AutoConfig
 
