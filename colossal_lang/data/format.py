@@ -48,7 +48,7 @@ class Manifest:
     kind: str  # "pretrain" or "sft"
     max_length: Optional[int]
     packing: str = "doc_causal"  # how the loader masks attention: "doc_causal" or "causal"
-    num_buckets: int = 1
+    num_buckets: Optional[int] = 1
     categories: Dict[str, dict] = field(default_factory=dict)
     category_weights: Optional[Dict[str, float]] = None
     order: str = "shuffle"  # "curriculum": train.py keeps the stored order
@@ -89,6 +89,7 @@ class Manifest:
         values = {key: value for key, value in data.items() if key in known}
         values.setdefault("kind", "pretrain")
         values.setdefault("max_length", None)
+        values.setdefault("num_buckets", None)  # unknown: the loader then counts the part folders
         return cls(**values, extra={key: value for key, value in data.items() if key not in known})
 
 

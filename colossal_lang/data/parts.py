@@ -55,14 +55,17 @@ def plan_parts(files: Sequence[Path], part_bytes: int) -> List[InputPart]:
 
 
 def shard_of(parts: Sequence[InputPart], num_shards: int) -> List[int]:
-    """The shard of every part: contiguous runs of about `total / num_shards` bytes each."""
+    """The shard of every part: contiguous runs of about `total / num_shards` bytes each, none empty while
+    there are at least as many parts as shards."""
     total = sum(part.bytes for part in parts) or 1
-    shards, before = [], 0
-    for part in parts:
-        middle = before + part.bytes / 2
-        shards.append(min(num_shards - 1, int(middle * num_shards // total)))
-        before += part.bytes
-    return shards
+    middles = np.cumsum([part.bytes for part in parts]) - np.asarray([part.bytes for part in parts]) / 2
+    starts = [0]
+    for shard in range(1, num_shards):
+        ideal = int(np.searchsorted(middles, shard * total / num_shards))
+        if len(parts) >= num_shards:  # at least one part each
+            ideal = min(max(ideal, starts[-1] + 1), len(parts) - (num_shards - shard))
+        starts.append(max(ideal, starts[-1]))
+    return [int(np.searchsorted(starts, index, side="right")) - 1 for index in range(len(parts))]
 
 
 def part_fingerprint(part: InputPart, settings: dict) -> tuple[str, int]:
