@@ -77,12 +77,6 @@ def build_rows(token_ids: np.ndarray, learned: np.ndarray, span_starts: np.ndarr
     return Rows(table, row_tokens.astype(np.int32), row_loss.astype(np.int32))
 
 
-def rows_table(token_ids, learned, span_starts, span_lengths, rows, categories) -> pa.Table:
-    """`build_rows` with the category column (one name per row): a whole part in one table."""
-    table = build_rows(token_ids, learned, span_starts, span_lengths, rows).table
-    return table.append_column("category", pa.array(list(categories), type=pa.string()))
-
-
 class BucketWriter:
     """Append tables (COLUMNS) to one bucket folder; `close()` writes the files `load_from_disk` needs."""
 

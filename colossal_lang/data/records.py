@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from colossal_lang.data.jsonl import iter_jsonl, list_jsonl_files, report_bad_record
-from colossal_lang.errors import InputError
 
 PRETRAIN_FIELDS = ("source", "target", "category")
 SFT_ROLE_ALIASES = {"human": "user", "user": "user", "assistant": "assistant", "system": "system"}
