@@ -135,6 +135,7 @@ def scaling_main(argv) -> None:
     parser.add_argument("--max_length", type=int, default=2048)
     parser.add_argument("--colossal_llama", default=None, help="a Colossal-LLaMA checkout (its row is skipped without it)")
     parser.add_argument("--colossal_max_mb", type=float, default=100, help="largest size Colossal-LLaMA is run on")
+    parser.add_argument("--raw_max_mb", type=float, default=1e9, help="largest size the raw tokenizer row is run on")
     parser.add_argument("--num_procs", default="1,2", help="--num_proc values our CLI is run with")
     parser.add_argument("--work_dir", default=None, help="where inputs and outputs are written (default: a temp folder)")
     args = parser.parse_args(argv)
@@ -149,20 +150,25 @@ def scaling_main(argv) -> None:
         for size in (float(text) for text in args.sizes.split(",")):
             inputs = work / f"in-{size:g}"
             megabytes = build_input(sample, inputs, size) / 1e6
-            raw_tokens, raw_seconds, raw_peak = raw_encoding(tokenizer_dir, inputs)
-            raw_rate = raw_tokens / raw_seconds
-            rows = [("raw `tokenizer(texts)` (tokenizer calls only)", raw_tokens, raw_seconds, raw_peak, None)]
-            for num_proc in (int(text) for text in args.num_procs.split(",")):
-                rows.append((f"ours, --num_proc {num_proc}", *ours(tokenizer_dir, inputs, work / "out", num_proc, args.max_length)))
-            if args.colossal_llama and size <= args.colossal_max_mb:
-                rows.append(("Colossal-LLaMA prepare_pretrain_dataset.py",
-                             *colossal_llama(Path(args.colossal_llama), tokenizer_dir, inputs, work / "cl-out",
-                                             args.max_length, rows[1][1]), None))
-            for name, tokens, seconds, peak, fill in rows:
+            raw_rate = None
+
+            def report(name, tokens, seconds, peak, fill=None):
                 rate = tokens / seconds
+                ratio = "-" if raw_rate is None else f"{rate / raw_rate:.2f}"
                 fill_text = "-" if fill is None else f"{fill:.2%}"
-                print(f"| {megabytes:,.0f} | {name} | {tokens:,} | {seconds:,.1f} | {rate:,.0f} | {rate / raw_rate:.2f} | "
+                print(f"| {megabytes:,.0f} | {name} | {tokens:,} | {seconds:,.1f} | {rate:,.0f} | {ratio} | "
                       f"{peak:,.0f} | {fill_text} |", flush=True)
+
+            if size <= args.raw_max_mb:
+                raw_tokens, raw_seconds, raw_peak = raw_encoding(tokenizer_dir, inputs)
+                raw_rate = raw_tokens / raw_seconds
+                report("raw `tokenizer(texts)` (tokenizer calls only)", raw_tokens, raw_seconds, raw_peak)
+            for num_proc in (int(text) for text in args.num_procs.split(",")):
+                tokens, seconds, peak, fill = ours(tokenizer_dir, inputs, work / "out", num_proc, args.max_length)
+                report(f"ours, --num_proc {num_proc}", tokens, seconds, peak, fill)
+            if args.colossal_llama and size <= args.colossal_max_mb:
+                report("Colossal-LLaMA prepare_pretrain_dataset.py",
+                       *colossal_llama(Path(args.colossal_llama), tokenizer_dir, inputs, work / "cl-out", args.max_length, tokens))
             shutil.rmtree(inputs, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -26,7 +26,7 @@ from colossal_lang.data.mixing import BucketPlan, build_buckets, resample_rows
 from colossal_lang.data.parts import SpoolReader, rows_per_batch, spool_counts, spool_path
 from colossal_lang.data.records import normalize_reasons
 
-WRITE_TOKENS = 1 << 22  # a bucket is assembled and written in pieces of about this many tokens
+WRITE_TOKENS = 1 << 20  # a bucket is assembled and written in pieces of about this many tokens
 
 
 @dataclass

@@ -57,6 +57,7 @@ def pack_spans(lengths: np.ndarray, max_length: int) -> List[List[int]]:
 # the next window (at most CARRY_SHARE of a window), where longer neighbours can fill them up.
 CARRY_BELOW = 0.9
 CARRY_SHARE = 0.25
+EMIT_TOKENS = 1 << 20
 
 
 class WindowPacker:
@@ -64,7 +65,8 @@ class WindowPacker:
 
     Spans are copied in as they come (`add`); whenever `window_tokens` are buffered they are packed with
     `pack_spans`, full rows are handed to `emit(token_ids, learned, starts, lengths, rows)` and the spans of
-    underfull rows wait for the next window. Memory is about `window_tokens × 5` bytes (int32 id + flag)
+    underfull rows wait for the next window. Memory is about `window_tokens × 10` bytes (int32 id + flag, and
+    their copy while packing)
     whatever the stream's length; the fill equals global packing's once the window holds many rows' worth.
     """
 
@@ -111,8 +113,10 @@ class WindowPacker:
                 carry.add(row_index)
             carried = [rows[index] for index in sorted(carry)]
             rows = [row for index, row in enumerate(rows) if index not in carry]
-        if rows:
-            self.emit(token_ids, learned, starts, lengths, rows)
+        # Handed over in slices of about EMIT_TOKENS, so building the rows never copies a whole window at once.
+        rows_per_emit = max(1, EMIT_TOKENS // self.max_length)
+        for first in range(0, len(rows), rows_per_emit):
+            self.emit(token_ids, learned, starts, lengths, rows[first:first + rows_per_emit])
         spans = sorted(span for row in carried for span in row)
         self._ids, self._learned, self._lengths, self._buffered = [], [], [], 0
         if spans:

@@ -25,7 +25,7 @@ from colossal_lang.data.arrow_output import Rows
 from colossal_lang.data.records import file_digest
 
 PART_FILE = "part.json"
-SPOOL_BATCH_TOKENS = 1 << 21  # rows are stored and read back in record batches of about this many tokens
+SPOOL_BATCH_TOKENS = 1 << 20  # rows are stored and read back in record batches of about this many tokens
 ROW_SCHEMA = pa.schema([(name, pa.list_(pa.int32())) for name in ("input_ids", "labels", "doc_lengths")])
 
 

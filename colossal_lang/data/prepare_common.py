@@ -34,7 +34,7 @@ from colossal_lang.data.tokenized_corpus import load_tokenizer
 from colossal_lang.errors import InputError
 
 PIPELINE = "streaming-v1"  # changes whenever the same settings would give other rows: part of every fingerprint
-DEFAULT_BUFFER_TOKENS = 1 << 23
+DEFAULT_BUFFER_TOKENS = 1 << 21
 DEFAULT_PART_SIZE_MB = 256
 
 
@@ -61,7 +61,7 @@ def add_common_flags(parser: argparse.ArgumentParser, default_packing: str) -> N
     parser.add_argument("--overwrite", action="store_true", help="replace an output folder holding another dataset")
     scale = parser.add_argument_group("corpus scale (memory, resume, many machines)")
     scale.add_argument("--buffer_tokens", type=int, default=DEFAULT_BUFFER_TOKENS,
-                       help="packing window per category, in tokens (about 5 bytes each): peak memory grows with it "
+                       help="packing window per category, in tokens (about 10 bytes each): peak memory grows with it "
                             "and with --num_proc, never with the corpus; packing fills rows as well as packing the "
                             "whole corpus at once when the window holds a few thousand rows")
     scale.add_argument("--part_size_mb", type=float, default=DEFAULT_PART_SIZE_MB,
