@@ -14,6 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_TOKENIZER = REPO / ".cache" / "models" / "SmolLM2-135M-Instruct"
+CPU_SECONDS: list = []  # of every measured command, in order
 SHARED_SAMPLE = REPO.parent.parent / "shared" / "data" / "pretrain"
 
 
@@ -38,9 +39,10 @@ def build_input(sample: Path, folder: Path, megabytes: float) -> int:
     return written
 
 
-# Runs a command, sampling the summed RSS of its whole process tree (workers included) every 0.1 s.
+# Runs a command, sampling the summed RSS of its whole process tree (workers included) every 0.1 s; prints wall
+# seconds, peak bytes, exit code and the CPU seconds (user + system) of the whole tree.
 MEASURE = """
-import subprocess, sys, time, psutil
+import resource, subprocess, sys, time, psutil
 started = time.perf_counter()
 process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 root, peak = psutil.Process(process.pid), 0
@@ -52,19 +54,21 @@ while process.poll() is None:
         pass
     time.sleep(0.1)
 error = process.stderr.read().decode(errors="replace")
-print(time.perf_counter() - started, peak, process.returncode)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(time.perf_counter() - started, peak, process.returncode, usage.ru_utime + usage.ru_stime)
 if process.returncode:
     print(error[-3000:], file=sys.stderr)
 """
 
 
 def measured(command, cwd=REPO, env=None) -> tuple:
-    """(wall seconds, peak RSS MiB) of `command`; raises with its stderr when it fails."""
+    """(wall seconds, peak RSS MiB) of `command`; raises with its stderr when it fails. CPU seconds go to CPU_SECONDS."""
     result = subprocess.run([sys.executable, "-c", MEASURE, *map(str, command)], cwd=cwd, capture_output=True,
                             text=True, env=env)
-    seconds, peak, code = result.stdout.split()
+    seconds, peak, code, cpu = result.stdout.split()
     if int(code):
         raise RuntimeError(f"{command[:3]} failed: {result.stderr[-2000:]}")
+    CPU_SECONDS.append(float(cpu))
     return float(seconds), int(peak) / 2**20
 
 
@@ -74,12 +78,13 @@ from pathlib import Path
 from transformers import AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
 tokenizer.model_max_length = 1 << 60
-tokens, seconds, texts = 0, 0.0, []
+tokens, seconds, cpu, texts = 0, 0.0, 0.0, []
 def encode():
-    global tokens, seconds
-    started = time.perf_counter()
+    global tokens, seconds, cpu
+    started, cpu_started = time.perf_counter(), time.process_time()
     encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
     seconds += time.perf_counter() - started
+    cpu += time.process_time() - cpu_started
     tokens += sum(len(ids) for ids in encoded["input_ids"])
 for path in sorted(Path(sys.argv[2]).glob("*/*.jsonl")):
     with open(path, encoding="utf-8") as handle:
@@ -89,18 +94,20 @@ for path in sorted(Path(sys.argv[2]).glob("*/*.jsonl")):
                 encode(); texts = []
 if texts:
     encode()
-print(tokens, seconds)
+print(tokens, seconds, cpu)
 """
 
 
 def raw_encoding(tokenizer_dir: Path, inputs: Path) -> tuple:
-    """(tokens, seconds in the tokenizer calls only, peak MiB) of `tokenizer(texts)` over every record, streamed."""
+    """(tokens, seconds in the tokenizer calls only, peak MiB) of `tokenizer(texts)` over every record, streamed
+    (CPU_SECONDS gets the CPU time of those calls only, every thread)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as out:
         result_path = out.name
-    script = RAW.replace("print(tokens, seconds)", f"open({result_path!r}, 'w').write(f'{{tokens}} {{seconds}}')")
+    script = RAW.replace("print(tokens, seconds, cpu)", f"open({result_path!r}, 'w').write(f'{{tokens}} {{seconds}} {{cpu}}')")
     _, peak = measured([sys.executable, "-c", script, tokenizer_dir, inputs], env=dict(os.environ, USE_TORCH="0"))
-    tokens, seconds = Path(result_path).read_text().split()
+    tokens, seconds, cpu = Path(result_path).read_text().split()
     os.unlink(result_path)
+    CPU_SECONDS[-1] = float(cpu)
     return int(tokens), float(seconds), peak
 
 
@@ -144,8 +151,8 @@ def scaling_main(argv) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-scaling-", dir=args.work_dir))
     print(f"sample {sample}; tokenizer {tokenizer_dir.name}; max_length {args.max_length}; {os.cpu_count()} CPU cores; "
           f"load average {os.getloadavg()[0]:.1f} at start")
-    print("| input MB | run | tokens | wall s | tokens/s | × raw | peak RSS MiB | fill |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| input MB | run | tokens | wall s | tokens/s | × raw | CPU s | tokens per CPU s | peak RSS MiB | fill |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     try:
         for size in (float(text) for text in args.sizes.split(",")):
             inputs = work / f"in-{size:g}"
@@ -157,7 +164,7 @@ def scaling_main(argv) -> None:
                 ratio = "-" if raw_rate is None else f"{rate / raw_rate:.2f}"
                 fill_text = "-" if fill is None else f"{fill:.2%}"
                 print(f"| {megabytes:,.0f} | {name} | {tokens:,} | {seconds:,.1f} | {rate:,.0f} | {ratio} | "
-                      f"{peak:,.0f} | {fill_text} |", flush=True)
+                      f"{CPU_SECONDS[-1]:,.1f} | {tokens / CPU_SECONDS[-1]:,.0f} | {peak:,.0f} | {fill_text} |", flush=True)
 
             if size <= args.raw_max_mb:
                 raw_tokens, raw_seconds, raw_peak = raw_encoding(tokenizer_dir, inputs)
