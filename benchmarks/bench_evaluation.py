@@ -22,7 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from colossal_lang.evaluation.loading import load_model_and_tokenizer  # noqa: E402
+from colossal_lang.io.models import load_model_and_tokenizer  # noqa: E402
 from colossal_lang.evaluation.multiple_choice import evaluate_multiple_choice, read_multiple_choice  # noqa: E402
 from colossal_lang.evaluation.perplexity import bits_per_byte, read_documents  # noqa: E402
 

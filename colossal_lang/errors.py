@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Callable, Optional
+
+from colossal_lang.io.error_text import one_line
 
 
 class InputError(Exception):
@@ -33,5 +34,5 @@ def run_cli(main: Callable[[Optional[list]], object], argv: Optional[list] = Non
         main(argv)
     except InputError as error:
         # One line, whatever the message holds: scripts and log scrapers read the first line only.
-        print("error: " + re.sub(r"\s*[\r\n]+\s*", " ", str(error).strip()), file=sys.stderr)
+        print("error: " + one_line(str(error)), file=sys.stderr)
         sys.exit(2)

@@ -74,7 +74,7 @@ def generate(model, tokenizer, prompt: str, settings: Optional[GenerationSetting
 
 def build_parser() -> argparse.ArgumentParser:
     from colossal_lang.cli import str2bool
-    from colossal_lang.evaluation.loading import DTYPE_CHOICES
+    from colossal_lang.io.dtypes import DTYPE_CHOICES
 
     defaults = GenerationSettings()
     parser = argparse.ArgumentParser(
@@ -127,7 +127,7 @@ def main(argv: Optional[list] = None) -> List[str]:
     from transformers import TextStreamer, set_seed
 
     from colossal_lang.cli import parse_args_with_config
-    from colossal_lang.evaluation.loading import load_model_and_tokenizer
+    from colossal_lang.io.models import load_model_and_tokenizer
 
     args = parse_args_with_config(build_parser(), argv)
     settings = _check_settings(args)
@@ -148,7 +148,7 @@ def main(argv: Optional[list] = None) -> List[str]:
 
 def _given_prompts(input_txt: str) -> List[str]:
     """--input_txt is the prompt itself (Colossal-LLaMA) or, when it names a file, that file's lines."""
-    from colossal_lang.tokenizer.corpus import read_text_lines
+    from colossal_lang.io.jsonl import read_text_lines
 
     path = Path(input_txt)
     if len(input_txt) < 4096 and "\n" not in input_txt and path.is_file():

@@ -28,7 +28,7 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def sliced_smollm2_dir(smollm2_dir, tmp_path_factory) -> Path:
     """SmolLM2 with only its first 2 decoder layers: real embeddings and tokenizer, fast forward passes."""
-    from colossal_lang.model.slicing import slice_decoder_layers
+    from colossal_lang.testing.slicing import slice_decoder_layers
 
     return slice_decoder_layers(smollm2_dir, tmp_path_factory.mktemp("smollm2-2layers"), num_layers=2)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from colossal_lang.atomic_folder import staged_folder
+from colossal_lang.io.atomic_folder import staged_folder
 
 
 def test_failed_write_keeps_the_previous_output(tmp_path):
@@ -28,7 +28,7 @@ def test_run_killed_between_the_two_renames_gets_its_output_back(tmp_path):
     # A child process moves the output aside and is killed before moving the new one in.
     code = (
         "import os, signal, sys\n"
-        "import colossal_lang.atomic_folder as atomic_folder\n"
+        "import colossal_lang.io.atomic_folder as atomic_folder\n"
         "real_replace = os.replace\n"
         "def replace_then_die(source, destination):\n"
         "    real_replace(source, destination)\n"

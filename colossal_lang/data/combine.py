@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from colossal_lang.atomic_folder import staged_folder
+from colossal_lang.io.atomic_folder import staged_folder
 from colossal_lang.data.arrow_output import BucketWriter
 from colossal_lang.data.format import Manifest, part_folder, write_manifest
 from colossal_lang.data.mixing import BucketPlan, build_buckets, resample_rows

@@ -25,7 +25,7 @@ from colossal_lang.cli import add_boolean_flag
 from colossal_lang.data.arrow_output import check_existing_output, tokenizer_hash
 from colossal_lang.data.combine import combine_parts
 from colossal_lang.data.format import FORMAT, ORDER_CHOICES, PACKING_CHOICES, Manifest, read_manifest
-from colossal_lang.data.jsonl import ON_ERROR_CHOICES, list_jsonl_files
+from colossal_lang.io.jsonl import ON_ERROR_CHOICES, list_jsonl_files
 from colossal_lang.data.mixing import parse_category_weights
 from colossal_lang.data.parts import InputPart, part_fingerprint, plan_parts, read_part_info, shard_of
 from colossal_lang.data.stream_part import RecordKind, prepare_part

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from colossal_lang.data.jsonl import iter_jsonl, list_jsonl_files, report_bad_record
+from colossal_lang.io.jsonl import iter_jsonl, list_jsonl_files, report_bad_record
 
 PRETRAIN_FIELDS = ("source", "target", "category")
 SFT_ROLE_ALIASES = {"human": "user", "user": "user", "assistant": "assistant", "system": "system"}

@@ -17,11 +17,11 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from colossal_lang.atomic_folder import staged_folder
+from colossal_lang.io.atomic_folder import staged_folder
 from colossal_lang.data.arrow_output import build_rows
 from colossal_lang.data.batch_tokenize import TokenizedBatch, batched, tokenize_in_order
 from colossal_lang.data.chunking import chunk_spans
-from colossal_lang.data.jsonl import report_bad_record
+from colossal_lang.io.jsonl import report_bad_record
 from colossal_lang.data.packing import WindowPacker
 from colossal_lang.data.parts import PART_FILE, InputPart, SpoolWriter, rows_per_batch, spool_path
 from colossal_lang.data.records import ReadResult, iter_validated

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from colossal_lang.errors import InputError
-from colossal_lang.tokenizer.load import load_hf_tokenizer
+from colossal_lang.io.tokenizer_files import load_hf_tokenizer
 
 
 def load_tokenizer(tokenizer_dir):

@@ -19,8 +19,8 @@ import random
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from colossal_lang.data.jsonl import iter_jsonl
 from colossal_lang.errors import InputError, run_cli
+from colossal_lang.io.jsonl import iter_jsonl
 
 INSTRUCTION_PREFIX = "Přelož do češtiny:\n"
 NUM_CHOICES = 4

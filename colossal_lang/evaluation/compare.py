@@ -57,12 +57,13 @@ def compare_models(
 
     Each row: {"metric", "dataset", "values": {model name: value}, "stderr": {model name: value} or None}.
     """
-    from colossal_lang.evaluation.loading import check_model_folder, load_model_and_tokenizer
+    from colossal_lang.io.hf_folders import check_model_folder
+    from colossal_lang.io.models import CHECKPOINT_HINT, load_model_and_tokenizer
     from colossal_lang.evaluation.multiple_choice import evaluate_multiple_choice, read_multiple_choice
     from colossal_lang.evaluation.perplexity import bits_per_byte, read_documents
 
     for path in models.values():
-        check_model_folder(path)
+        check_model_folder(path, hint=CHECKPOINT_HINT)
     # Read and validate all inputs before the first (slow) model is loaded.
     documents = _read_by_stem(data_files, lambda path: read_documents(path, max_documents=max_documents,
                                                                        max_characters=max_characters))
@@ -201,7 +202,7 @@ def read_loss_log(loss_log) -> Dict[str, Dict[str, List[tuple]]]:
 
     Numeric fields of step records become tags; event records (skips, rollbacks) are passed over.
     """
-    from colossal_lang.data.jsonl import iter_jsonl
+    from colossal_lang.io.jsonl import iter_jsonl
 
     path = Path(loss_log)
     if not path.is_file():
@@ -293,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list] = None) -> List[dict]:
     from colossal_lang.cli import parse_args_with_config, require_positive
-    from colossal_lang.data.jsonl import list_jsonl_files
+    from colossal_lang.io.jsonl import list_jsonl_files
     from colossal_lang.evaluation.multiple_choice import load_fewshot
     from colossal_lang.evaluation.perplexity import check_window_flags
 

@@ -86,7 +86,7 @@ def validate_row(record: dict, path, line: int) -> MultipleChoiceItem:
 
 def read_multiple_choice(path, max_questions: Optional[int] = None) -> List[MultipleChoiceItem]:
     """The validated rows of a multiple-choice jsonl file (the first `max_questions` when given)."""
-    from colossal_lang.data.jsonl import iter_jsonl
+    from colossal_lang.io.jsonl import iter_jsonl
 
     items = []
     for line, record in iter_jsonl(path):
@@ -290,7 +290,7 @@ def main(argv: Optional[list] = None) -> dict:
     from pathlib import Path
 
     from colossal_lang.cli import parse_args_with_config, require_positive
-    from colossal_lang.evaluation.loading import load_model_and_tokenizer
+    from colossal_lang.io.models import load_model_and_tokenizer
 
     args = parse_args_with_config(build_parser(), argv)
     require_positive(args, "max_questions", "batch_size")

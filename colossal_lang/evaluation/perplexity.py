@@ -192,7 +192,7 @@ def read_documents(path, field: str = "target", max_documents: Optional[int] = N
                    max_characters: Optional[int] = None) -> List[str]:
     """The `field` strings of a jsonl file: the first `max_documents` of them, each cut to its first
     `max_characters` characters, when given (a cheap, predictable subset of long documents)."""
-    from colossal_lang.data.jsonl import read_texts
+    from colossal_lang.io.jsonl import read_texts
 
     texts = list(itertools.islice(read_texts(path, field=field), max_documents))
     if not texts:
@@ -242,8 +242,8 @@ def format_table(results: dict) -> str:
 
 def main(argv: Optional[list] = None) -> dict:
     from colossal_lang.cli import parse_args_with_config, require_positive
-    from colossal_lang.data.jsonl import list_jsonl_files
-    from colossal_lang.evaluation.loading import load_model_and_tokenizer
+    from colossal_lang.io.jsonl import list_jsonl_files
+    from colossal_lang.io.models import load_model_and_tokenizer
 
     args = parse_args_with_config(build_parser(), argv)
     check_window_flags(args)

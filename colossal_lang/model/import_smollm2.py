@@ -90,7 +90,8 @@ def import_smollm2(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, force: bool = F
     if (output_dir / COMPLETE_MARKER).is_file() and not force:
         return output_dir
     # Refuses (before the slow load) an existing folder that is not a model folder: it would be replaced.
-    from colossal_lang.tokenizer.hf_folder import check_output_folder, staged_folder
+    from colossal_lang.io.atomic_folder import staged_folder
+    from colossal_lang.io.hf_folders import check_output_folder
 
     check_output_folder(output_dir)
     gguf_path = find_gguf_file()

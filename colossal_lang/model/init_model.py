@@ -28,6 +28,11 @@ import torch
 
 from colossal_lang.cli import parse_args_with_config
 from colossal_lang.errors import InputError, run_cli
+from colossal_lang.io.atomic_folder import staged_folder
+from colossal_lang.io.dtypes import TORCH_DTYPES as DTYPES
+from colossal_lang.io.hf_folders import check_model_folder, check_output_folder
+from colossal_lang.io.models import load_causal_lm
+from colossal_lang.io.tokenizer_files import load_hf_tokenizer
 from colossal_lang.model.new_token_rows import (
     INIT_METHODS,
     PIECE_WEIGHT,
@@ -38,11 +43,7 @@ from colossal_lang.model.new_token_rows import (
     mean_of_rows,
     pieces_of_new_tokens,
 )
-from colossal_lang.tokenizer.hf_folder import check_output_folder, staged_folder
-from colossal_lang.model.loading import check_model_folder, load_causal_lm
-from colossal_lang.tokenizer.load import load_hf_tokenizer
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
-from colossal_lang.data.jsonl import list_jsonl_files, read_texts
 from colossal_lang.errors import InputError
+from colossal_lang.io.jsonl import list_jsonl_files, read_text_lines, read_texts
 
 PathLike = Union[str, Path]
 
@@ -20,21 +20,6 @@ def _split_inputs(inputs: Union[PathLike, Iterable[PathLike]]) -> List[str]:
     if isinstance(inputs, (str, Path)):
         return [part.strip() for part in str(inputs).split(",") if part.strip()]
     return [str(item) for item in inputs]
-
-
-def read_text_lines(path: Path) -> Iterator[Tuple[int, str]]:
-    """(line number, line) of a UTF-8 text file, without line ends; a byte-order mark and CRLF are accepted.
-
-    Invalid UTF-8 raises InputError naming the file and line.
-    """
-    with Path(path).open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield line_number, raw.rstrip(b"\r\n").decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise InputError(f"invalid UTF-8 at byte {error.start}", path, line_number) from None
 
 
 def load_texts(

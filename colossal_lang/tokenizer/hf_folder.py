@@ -1,49 +1,16 @@
-"""Writing complete Hugging Face tokenizer folders for expanded tokenizers, and writing any folder atomically.
+"""Writing complete Hugging Face tokenizer folders for expanded tokenizers.
 
 The base's tokenizer_config.json and special_tokens_map.json are carried over (special tokens, their
-ids and the chat template do not change); the model files are rewritten.
-
-`staged_folder` is how the tokenizer and model commands write their output: into a hidden sibling
-(`.<name>.partial-<pid>`), renamed into place only once every file is written and synced, so a run killed
-part way never leaves an output folder that looks complete, and a rerun starts clean.
+ids and the chat template do not change); the model files are rewritten. The commands write into
+`colossal_lang.io.atomic_folder.staged_folder`, after `colossal_lang.io.hf_folders.check_output_folder`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
-
-from colossal_lang.atomic_folder import staged_folder as atomic_staged_folder
-from colossal_lang.errors import InputError
-
-# A folder holding any of these is a model or tokenizer folder that a new run may replace.
-HF_FOLDER_MARKERS = ("config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
-
-
-def check_output_folder(output_dir: Path) -> None:
-    """InputError unless `output_dir` is absent, empty, or a model/tokenizer folder (which is then replaced).
-
-    Refusing any other folder keeps a mistyped path (a home folder, a data folder) from being deleted.
-    """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise InputError("output path is a file, not a folder", output_dir)
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        if not any((output_dir / name).is_file() for name in HF_FOLDER_MARKERS):
-            raise InputError("output folder already holds other files (not a model or tokenizer folder); "
-                             "choose a new folder or empty it", output_dir)
-
-
-@contextmanager
-def staged_folder(output_dir: Path) -> Iterator[Path]:
-    """`atomic_folder.staged_folder`, after refusing an output folder that holds something else."""
-    check_output_folder(output_dir)
-    with atomic_staged_folder(output_dir) as staging:
-        yield staging
-
+from typing import Optional
 
 CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 

@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import List, Optional
 
 from colossal_lang.cli import parse_args_with_config, str2bool
-from colossal_lang.data.jsonl import iter_jsonl
 from colossal_lang.errors import InputError, run_cli
+from colossal_lang.io.atomic_folder import staged_folder
+from colossal_lang.io.hf_folders import check_output_folder
+from colossal_lang.io.jsonl import iter_jsonl
+from colossal_lang.io.tokenizer_files import find_sentencepiece_model, load_base_tokenizer_json, read_sentencepiece_model
 from colossal_lang.tokenizer import expand_byte_level as byte_level
 from colossal_lang.tokenizer import expand_sentencepiece as sentencepiece
 from colossal_lang.tokenizer.corpus import load_texts
 from colossal_lang.tokenizer.expansion import ExpansionPlan, protect
-from colossal_lang.tokenizer.hf_folder import (check_output_folder, save_byte_level_folder, save_sentencepiece_folder,
-                                               staged_folder)
-from colossal_lang.tokenizer.load import (find_sentencepiece_model, load_base_tokenizer_json, read_sentencepiece_model,
-                                          tokenizer_family)
+from colossal_lang.tokenizer.hf_folder import save_byte_level_folder, save_sentencepiece_folder
+from colossal_lang.tokenizer.load import tokenizer_family
 from colossal_lang.tokenizer.surface import (SPM_SPACE, byte_level_to_bytes, bytes_to_byte_level,
                                              has_target_script_letter, spm_piece_to_bytes)
 

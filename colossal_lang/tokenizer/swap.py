@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from colossal_lang.errors import InputError
-from colossal_lang.tokenizer.corpus import read_text_lines
-from colossal_lang.tokenizer.load import find_sentencepiece_model, load_encoder, load_hf_tokenizer, sentencepiece_processor
+from colossal_lang.io.jsonl import read_text_lines
+from colossal_lang.io.tokenizer_files import find_sentencepiece_model, load_hf_tokenizer, sentencepiece_processor
+from colossal_lang.tokenizer.load import load_encoder
 from colossal_lang.tokenizer.surface import token_bytes
 
 

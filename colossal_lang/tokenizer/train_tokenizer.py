@@ -18,9 +18,11 @@ from typing import List, Optional, Sequence, Set
 
 from colossal_lang.cli import parse_args_with_config, str2bool
 from colossal_lang.errors import InputError, run_cli
+from colossal_lang.io.atomic_folder import staged_folder
+from colossal_lang.io.hf_folders import check_output_folder
+from colossal_lang.io.tokenizer_files import load_base_tokenizer_json
 from colossal_lang.tokenizer.corpus import load_texts, sample_sentences
-from colossal_lang.tokenizer.hf_folder import check_output_folder, save_sentencepiece_folder, staged_folder
-from colossal_lang.tokenizer.load import load_base_tokenizer_json
+from colossal_lang.tokenizer.hf_folder import save_sentencepiece_folder
 from colossal_lang.tokenizer.surface import has_target_script_letter, token_text
 
 MODEL_TYPES = ("byte_level_bpe", "bpe", "unigram")

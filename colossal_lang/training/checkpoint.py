@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from colossal_lang.atomic_folder import fsync_tree, replace_folder
 from colossal_lang.errors import InputError
+from colossal_lang.io.atomic_folder import fsync_tree, replace_folder
 from colossal_lang.training import boosted
 
 COMPLETE = "COMPLETE"

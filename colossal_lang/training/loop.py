@@ -14,8 +14,8 @@ import torch.distributed as dist
 
 from colossal_lang.data.arrow_output import tokenizer_hash
 from colossal_lang.data.loader import load_prepared_dataset
-from colossal_lang.model.loading import load_model_config
-from colossal_lang.tokenizer.load import load_hf_tokenizer
+from colossal_lang.io.models import load_model_config
+from colossal_lang.io.tokenizer_files import load_hf_tokenizer
 from colossal_lang.training import adaptation, boosted, checkpoint, nodes, plugins
 from colossal_lang.training.config import effective_config, write_config_file
 from colossal_lang.training.metrics import MetricsWriter, Throughput, flops_per_token, memory_gib, peak_flops_per_device

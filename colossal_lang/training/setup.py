@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader
 
 from colossal_lang.data.loader import IndexedRows, PackedCollator, PreparedDataset, ResumableSampler
 from colossal_lang.errors import InputError
-from colossal_lang.model.loading import load_causal_lm, load_model_config
+from colossal_lang.io.dtypes import PRECISION_DTYPES as DTYPES
+from colossal_lang.io.models import load_causal_lm, load_model_config
 from colossal_lang.training import adaptation, plugins
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def attention_implementation(args) -> str:

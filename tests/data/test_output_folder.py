@@ -80,7 +80,7 @@ def test_config_file_sets_flags_and_command_line_wins(small_pretrain_dirs, smoll
 KILL_BEFORE_MOVE = """
 import os, signal, sys
 from pathlib import Path
-import colossal_lang.atomic_folder as atomic_folder
+import colossal_lang.io.atomic_folder as atomic_folder
 real_replace = os.replace
 def replace(source, target):
     if Path(target).name == "out":
@@ -95,7 +95,7 @@ main(sys.argv[1:])
 KILL_AFTER_PARTS = """
 import os, signal, sys
 from pathlib import Path
-import colossal_lang.atomic_folder as atomic_folder
+import colossal_lang.io.atomic_folder as atomic_folder
 real_replace, committed = os.replace, []
 def replace(source, target):
     real_replace(source, target)

@@ -96,7 +96,8 @@ def test_batched_scores_equal_one_at_a_time(sliced_smollm2_dir, data_dir):
         batched = evaluate_multiple_choice(model, tokenizer, items, method, fewshot, batch_size=8, progress=False)
         single = evaluate_multiple_choice(model, tokenizer, items, method, fewshot, batch_size=1, progress=False)
         for batched_row, single_row in zip(batched.choice_scores, single.choice_scores):
-            assert batched_row == pytest.approx(single_row, abs=2e-4)
+            # Summed float32 log-likelihoods of ~1000 nats agree to float32 precision, not to a fixed 2e-4.
+            assert batched_row == pytest.approx(single_row, rel=1e-6, abs=2e-4)
         assert batched.num_fewshot == 1
 
 

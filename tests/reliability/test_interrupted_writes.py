@@ -1,7 +1,7 @@
 """Writers killed or failing part way: no output folder that looks complete, and a rerun gives the same files.
 
 init_model, init_tokenizer and train_tokenizer build their output in a hidden sibling folder
-(`.<name>.partial-<pid>`) and rename it into place last (colossal_lang.tokenizer.hf_folder.staged_folder).
+(`.<name>.partial-<pid>`) and rename it into place last (colossal_lang.io.atomic_folder.staged_folder).
 Here each is killed with SIGKILL right after its first output file is written (in a real subprocess, the
 kill triggered from inside the save so that it always lands mid-write), or has a save fail with ENOSPC.
 """

@@ -139,23 +139,3 @@ def test_save_failure_leaves_the_previous_checkpoint_usable(uninterrupted, tiny_
     assert checkpoint.latest_checkpoint(save_dir).name == "epoch-0_step-4"
     states = json.loads((save_dir / "epoch-0_step-4" / "running_states.json").read_text())
     assert states["step"] == 4
-
-
-@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_gpu_check_launches_pass_train_py_checks(tiny_model_dir, monkeypatch, gpus, precision):
-    """benchmarks/gpu_check.py runs on CUDA machines only: its command lines must parse and pass every check train.py
-    makes before work (device judged as CUDA; the tiny model has 4 heads, 2 key/value heads, 2 layers)."""
-    from transformers import AutoConfig
-
-    import colossal_lang.training.plugins as plugins
-    from benchmarks.gpu_check import PLUGINS, train_args
-
-    monkeypatch.setattr(plugins.torch.cuda, "is_available", lambda: True)
-    model_config = AutoConfig.from_pretrained(tiny_model_dir)
-    for plugin in PLUGINS:
-        argv = train_args(tiny_model_dir, tiny_model_dir, plugin, 4, 8, gpus, tiny_model_dir / "save", False, 2, precision)
-        args = parse_train_args(argv)
-        check_plugin(args, world_size=gpus, model_config=model_config)
-        assert args.plugin == plugin and args.max_steps == 8
-        assert (args.pp > 1) == (plugin == "3d" and gpus >= 4)

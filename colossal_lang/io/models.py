@@ -1,26 +1,20 @@
-"""Loading a Hugging Face causal LM folder, with every input failure as one InputError naming the folder."""
+"""Loading a Hugging Face causal LM folder (for training, evaluation or generation), every input failure one
+InputError naming the folder."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 
 from colossal_lang.errors import InputError
-from colossal_lang.tokenizer.load import first_line
+from colossal_lang.io.dtypes import resolve_device, resolve_dtype
+from colossal_lang.io.error_text import first_line
+from colossal_lang.io.hf_folders import check_model_folder
+from colossal_lang.io.tokenizer_files import load_hf_tokenizer
 
-
-def check_model_folder(model_path, hint: str = "") -> Path:
-    """Raise InputError unless `model_path` is a folder holding a config.json; `hint` is added to that message."""
-    path = Path(model_path)
-    if not path.exists():
-        raise InputError("no such model folder", path)
-    if not path.is_dir():
-        raise InputError("expected a Hugging Face model folder, got a file", path)
-    if not (path / "config.json").is_file():
-        raise InputError("not a Hugging Face model folder (no config.json)" + hint, path)
-    return path
+# Added when a folder has no config.json: a training checkpoint's tag folder is a common mistake.
+CHECKPOINT_HINT = "; for a training checkpoint pass its final/ folder"
 
 
 def load_causal_lm(
@@ -57,3 +51,17 @@ def load_model_config(model_path):
         raise
     except Exception as error:  # invalid JSON, an unknown model_type
         raise InputError(f"cannot read config.json: {type(error).__name__}: {first_line(error)}", path) from None
+
+
+def load_model_and_tokenizer(
+    model_path, device: Optional[str] = None, dtype: str = "auto", tokenizer_path=None
+) -> Tuple[torch.nn.Module, object]:
+    """Load `AutoModelForCausalLM` + `AutoTokenizer` from local folders, in eval mode on `device`."""
+    path = check_model_folder(model_path, hint=CHECKPOINT_HINT)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    tokenizer = load_hf_tokenizer(tokenizer_path or path)
+    model = load_causal_lm(path, torch_dtype)
+    model.to(torch_device)
+    model.eval()
+    return model, tokenizer

@@ -1,4 +1,6 @@
-"""Reading jsonl files the way every stage needs: sorted file lists, exact line numbers, clear errors.
+"""Reading jsonl and text files the way every stage needs: sorted file lists, exact line numbers, clear errors.
+
+Both read UTF-8 lines through `iter_raw_lines`: a byte-order mark and CRLF line ends are accepted.
 
 Each bad line raises InputError naming the file, the line and the problem, or, under the skip policy,
 is counted by reason in a `collections.Counter` the caller reports.
@@ -48,27 +50,44 @@ def iter_jsonl(
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}")
     path = Path(path)
-    with path.open("rb") as handle:
+    for line_number, raw in iter_raw_lines(path):
+        if not raw.strip():
+            continue
+        problem = None
+        record = None
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            problem = f"invalid UTF-8 at byte {error.start}"
+        except json.JSONDecodeError as error:
+            problem = f"invalid JSON: {error.msg} at column {error.colno}"
+        if problem is None and not isinstance(record, dict):
+            problem = f"expected a JSON object, got {type(record).__name__}"
+        if problem is not None:
+            report_bad_record(path, line_number, problem, on_error, skipped)
+            continue
+        yield line_number, record
+
+
+def iter_raw_lines(path: PathLike) -> Iterator[Tuple[int, bytes]]:
+    """(line number, bytes) of each line of `path`, without its line end and without a leading byte-order mark."""
+    with Path(path).open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            problem = None
-            record = None
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as error:
-                problem = f"invalid UTF-8 at byte {error.start}"
-            except json.JSONDecodeError as error:
-                problem = f"invalid JSON: {error.msg} at column {error.colno}"
-            if problem is None and not isinstance(record, dict):
-                problem = f"expected a JSON object, got {type(record).__name__}"
-            if problem is not None:
-                report_bad_record(path, line_number, problem, on_error, skipped)
-                continue
-            yield line_number, record
+            yield line_number, raw.rstrip(b"\r\n")
+
+
+def read_text_lines(path: PathLike) -> Iterator[Tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, without line ends; a byte-order mark and CRLF are accepted.
+
+    Invalid UTF-8 raises InputError naming the file and line.
+    """
+    for line_number, raw in iter_raw_lines(path):
+        try:
+            yield line_number, raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(f"invalid UTF-8 at byte {error.start}", path, line_number) from None
 
 
 def report_bad_record(path: PathLike, line: int, problem: str, on_error: str, skipped: Optional[Counter]) -> None:
