@@ -111,15 +111,21 @@ def raw_encoding(tokenizer_dir: Path, inputs: Path) -> tuple:
     return int(tokens), float(seconds), peak
 
 
-def ours(tokenizer_dir: Path, inputs: Path, output: Path, num_proc: int, max_length: int) -> tuple:
+def ours(tokenizer_dir: Path, inputs: Path, output: Path, num_proc: int, max_length: int, *extra) -> tuple:
     command = [sys.executable, REPO / "prepare_pretrain_dataset.py", "--data_input_dirs", f"{inputs / 'cs'},{inputs / 'en'}",
                "--tokenizer_dir", tokenizer_dir, "--data_output_dirs", output, "--max_length", max_length,
-               "--num_proc", num_proc, "--overwrite"]
+               "--num_proc", num_proc, "--overwrite", *extra]
     seconds, peak = measured(command)
     manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
     tokens = sum(entry["input_tokens"] for entry in manifest["categories"].values())
     shutil.rmtree(output, ignore_errors=True)
     return tokens, seconds, peak, manifest.get("fill_ratio")
+
+
+def combine_only(tokenizer_dir: Path, inputs: Path, output: Path, max_length: int) -> tuple:
+    """The combine step alone: prepare keeping the parts, then time a rerun that finds every part done."""
+    ours(tokenizer_dir, inputs, output, 1, max_length, "--keep_parts")
+    return ours(tokenizer_dir, inputs, output, 1, max_length)
 
 
 def colossal_llama(peer: Path, tokenizer_dir: Path, inputs: Path, output: Path, max_length: int, tokens: int) -> tuple:
@@ -142,6 +148,7 @@ def scaling_main(argv) -> None:
     parser.add_argument("--max_length", type=int, default=2048)
     parser.add_argument("--colossal_llama", default=None, help="a Colossal-LLaMA checkout (its row is skipped without it)")
     parser.add_argument("--colossal_max_mb", type=float, default=100, help="largest size Colossal-LLaMA is run on")
+    parser.add_argument("--combine_row", action="store_true", help="also time the combine step alone")
     parser.add_argument("--raw_max_mb", type=float, default=1e9, help="largest size the raw tokenizer row is run on")
     parser.add_argument("--num_procs", default="1,2", help="--num_proc values our CLI is run with")
     parser.add_argument("--work_dir", default=None, help="where inputs and outputs are written (default: a temp folder)")
@@ -173,6 +180,9 @@ def scaling_main(argv) -> None:
             for num_proc in (int(text) for text in args.num_procs.split(",")):
                 tokens, seconds, peak, fill = ours(tokenizer_dir, inputs, work / "out", num_proc, args.max_length)
                 report(f"ours, --num_proc {num_proc}", tokens, seconds, peak, fill)
+            if args.combine_row:
+                report("ours, combine step alone (parts already prepared)",
+                       *combine_only(tokenizer_dir, inputs, work / "out", args.max_length))
             if args.colossal_llama and size <= args.colossal_max_mb:
                 report("Colossal-LLaMA prepare_pretrain_dataset.py",
                        *colossal_llama(Path(args.colossal_llama), tokenizer_dir, inputs, work / "cl-out", args.max_length, tokens))

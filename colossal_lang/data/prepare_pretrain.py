@@ -56,6 +56,7 @@ def pretrain_kind(args, tokenizer) -> RecordKind:
         batch_kwargs={"tokenizer": tokenizer, "prefix_ids": specials.prefix_ids, "suffix_ids": specials.suffix_ids,
                       "special_tokens_in_text": args.special_tokens_in_text},
         batch_size=1000, chunk=True, pack=True, document_flags=document_flags,
+        record_chars=lambda record: len(record["source"]) + len(record["target"]),
         settings={"special_tokens_in_text": args.special_tokens_in_text})
 
 

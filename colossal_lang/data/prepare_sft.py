@@ -36,6 +36,7 @@ def sft_kind(args, tokenizer, template) -> RecordKind:
         batch_kwargs={"tokenizer": tokenizer, "template": template, "max_length": args.max_length},
         batch_size=256, chunk=False, pack=args.packing != "none",
         document_flags=lambda batch: {"truncated_documents": batch.truncated},
+        record_chars=lambda record: sum(len(message["content"]) for message in record["messages"]),
         desc="rendering + tokenizing", settings={"template": template.source})
 
 

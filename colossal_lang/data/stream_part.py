@@ -19,12 +19,14 @@ import numpy as np
 
 from colossal_lang.io.atomic_folder import staged_folder
 from colossal_lang.data.arrow_output import build_rows
-from colossal_lang.data.batch_tokenize import TokenizedBatch, batched, tokenize_in_order
+from colossal_lang.data.batch_tokenize import TokenizedBatch, tokenize_in_order
 from colossal_lang.data.chunking import chunk_spans
 from colossal_lang.io.jsonl import report_bad_record
 from colossal_lang.data.packing import WindowPacker
 from colossal_lang.data.parts import PART_FILE, InputPart, SpoolWriter, rows_per_batch, spool_path
 from colossal_lang.data.records import ReadResult, iter_validated
+
+BATCH_CHARS = 1 << 22  # about a million tokens of text per batch at most, whatever the batch's record count
 
 
 @dataclass
@@ -40,6 +42,9 @@ class RecordKind:
     pack: bool  # False: one document per row (SFT without packing)
     # Per document of a tokenized batch, flags counted per category (e.g. "truncated_documents").
     document_flags: Callable[[TokenizedBatch], Dict[str, np.ndarray]] = lambda batch: {}
+    # Characters of text in a record: a batch also closes at BATCH_CHARS, so a run of long documents (speeches,
+    # books) makes more batches, not bigger ones, and tokenizer memory does not depend on document lengths.
+    record_chars: Callable[[dict], int] = lambda record: 0
     desc: str = "reading + tokenizing"
     settings: dict = field(default_factory=dict)  # kind-specific settings that change the rows (fingerprinted)
 
@@ -108,6 +113,19 @@ class PartSink:
         return entries
 
 
+def batched_by_size(records, size: int, record_chars: Callable[[dict], int]):
+    """Lists of (record, file, line): `size` records, or fewer once they hold BATCH_CHARS characters."""
+    batch, chars = [], 0
+    for item in records:
+        batch.append(item)
+        chars += record_chars(item[0])
+        if len(batch) == size or chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
 def prepare_part(part: InputPart, kind: RecordKind, folder: Path, fingerprint: str, max_length: int,
                  buffer_tokens: int, num_proc: int, on_error: str, progress) -> dict:
     """Prepare `part` into `folder` (atomically); returns its part.json content."""
@@ -117,7 +135,7 @@ def prepare_part(part: InputPart, kind: RecordKind, folder: Path, fingerprint: s
     where: deque = deque()  # (categories, files, lines) of each batch in flight, in order
 
     def record_batches():
-        for batch in batched(records, kind.batch_size):
+        for batch in batched_by_size(records, kind.batch_size, kind.record_chars):
             where.append(([clean["category"] for clean, _, _ in batch], [path for _, path, _ in batch],
                           [line for _, _, line in batch]))
             yield [clean for clean, _, _ in batch]
