@@ -1,4 +1,6 @@
-"""Throughput of `prepare_pretrain_dataset.py` against raw fast-tokenizer batch encoding of the same text.
+"""Data preparation benchmarks: `throughput` (default), `scaling` (growing input) and `packing` (fill ratio).
+
+throughput: `prepare_pretrain_dataset.py` against raw fast-tokenizer batch encoding of the same text.
 
 Both run in the same invocation on the same text (the embedded Czech + English pretraining corpus,
 repeated `--repeat` times under different file names): the baseline is the tokenizer's batch
@@ -12,7 +14,20 @@ in process (imports done, as for the baseline) and as the CLI in a subprocess (i
 and the ~1 s of imports included; peak RSS measured there, worker processes included).
 Goal: pipeline ≥ 0.7 × raw with `--num_proc 2`.
 
-    .venv/bin/python benchmarks/bench_data.py [--repeat 4] [--max_length 1024]
+    .venv/bin/python benchmarks/bench_data.py [throughput] [--repeat 4] [--max_length 1024]
+
+scaling: the real sample (`--sample_dir`, default ../shared/data/pretrain, else data/pretrain) copied under new
+file names until each of `--sizes` MB is reached; per size, in the same run: raw fast-tokenizer encoding of
+the same text (only the tokenizer calls timed), our CLI with --num_proc 1 and 2 (defaults otherwise), and
+Colossal-LLaMA's dataset/prepare_pretrain_dataset.py when `--colossal_llama DIR` is given (up to
+`--colossal_max_mb`). Peak RSS is the highest sum over the process tree (psutil, sampled every 0.1 s).
+
+    .venv/bin/python benchmarks/bench_data.py scaling --sizes 20,100,500 [--colossal_llama ../shared/peers/Colossal-LLaMA]
+
+packing: fill ratio (tokens / rows × max_length) of windowed best-fit packing against packing every
+document of a category at once, on the tokenized sample.
+
+    .venv/bin/python benchmarks/bench_data.py packing [--max_length 2048]
 """
 
 from __future__ import annotations
@@ -112,13 +127,13 @@ def pipeline_in_process(tokenizer_dir: Path, inputs: Path, output: Path, num_pro
     return sum(entry["input_tokens"] for entry in manifest["categories"].values()), seconds
 
 
-def main() -> None:
+def throughput_main(argv) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer_dir", default=str(DEFAULT_TOKENIZER))
     parser.add_argument("--repeat", type=int, default=4, help="copies of the embedded corpus")
     parser.add_argument("--max_length", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best time of each run is kept")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not Path(args.tokenizer_dir).is_dir():
         from colossal_lang.model.import_smollm2 import import_smollm2
 
@@ -158,6 +173,15 @@ def main() -> None:
         rate = tokens / seconds
         peak_text = "-" if peak is None else f"{peak:.0f}"
         print(f"| {name} | {tokens:,} | {seconds:.2f} | {rate:,.0f} | {rate / raw_rate:.2f} | {peak_text} |")
+
+
+def main() -> None:
+    from bench_data_scaling import packing_main, scaling_main
+
+    commands = {"throughput": throughput_main, "scaling": scaling_main, "packing": packing_main}
+    argv = sys.argv[1:]
+    command = argv.pop(0) if argv and argv[0] in commands else "throughput"
+    commands[command](argv)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,37 @@
-"""Writing prepared datasets: arrow parts built straight from numpy, a manifest, an all-or-nothing move.
+"""Writing prepared datasets: rows built straight from numpy, bucket folders streamed to disk, reuse checks.
 
-The output is built in a hidden sibling folder (`.<name>.partial-<pid>`) and renamed into place only
-after every part and `manifest.json` are written, so a run killed part way never leaves a folder that
-looks complete. An existing output is reused when its fingerprint (settings + input bytes + tokenizer)
-matches, replaced with `overwrite=True`, and otherwise refused.
+A bucket (`arrow/part-XXXXX`) is written as it fills, one arrow record batch at a time, in the layout
+`datasets.save_to_disk` produces (`data-00000-of-00001.arrow`, `state.json`, `dataset_info.json`), so
+`load_from_disk` memory-maps it and nothing holds a whole bucket in memory. The whole output folder is
+built in a hidden staging folder and moved into place when complete (see `staged_folder`). An existing
+output is reused when its fingerprint (settings + input bytes + tokenizer) matches, replaced with
+`overwrite=True`, and otherwise refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from colossal_lang.data.batch_tokenize import labels_of
+from colossal_lang.data.chunking import gather_index
+from colossal_lang.data.format import FORMAT, MANIFEST_FILE, features  # noqa: F401  (FORMAT: old import path)
 from colossal_lang.errors import InputError
 from colossal_lang.io.atomic_folder import staged_folder
 
-FORMAT = "colossal-lang/packed-v1"
 # Files that define a tokenizer's behaviour; model weights in the same folder do not change the hash.
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "tokenizer.model", "chat_template.json", "chat_template.jinja",
 )
-TOKENS_PER_TABLE_CHUNK = 1 << 22  # rows are gathered in pieces of about this many tokens, to bound memory
+ROW_COLUMNS = ("input_ids", "labels", "doc_lengths")  # a category's rows before the category column is added
+DATA_FILE = "data-00000-of-00001.arrow"
 
 
 def tokenizer_hash(folder) -> str:
@@ -41,33 +46,61 @@ def tokenizer_hash(folder) -> str:
     return digest.hexdigest()
 
 
-def rows_table(
-    token_ids: np.ndarray, learned: np.ndarray, span_starts: np.ndarray, span_lengths: np.ndarray,
-    rows: Sequence[Sequence[int]], categories: Sequence[str],
-) -> pa.Table:
-    """Arrow table of packed rows: row r concatenates spans `rows[r]` of the flat token arrays.
+@dataclass
+class Rows:
+    """Packed rows of one category: the table (ROW_COLUMNS) and, per row, its tokens and learned tokens."""
 
-    Labels are the token ids where `learned`, IGNORE_INDEX elsewhere.
-    """
+    table: pa.Table
+    tokens: np.ndarray  # int32
+    loss_tokens: np.ndarray  # int32
+
+
+def build_rows(token_ids: np.ndarray, learned: np.ndarray, span_starts: np.ndarray, span_lengths: np.ndarray,
+               rows: Sequence[Sequence[int]]) -> Rows:
+    """Row r concatenates spans `rows[r]` of the flat token arrays; labels are the ids where `learned`, else -100."""
     spans_per_row = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     span_order = np.fromiter((span for row in rows for span in row), dtype=np.int64, count=int(spans_per_row.sum()))
     lengths = span_lengths[span_order]
-    starts = span_starts[span_order]
-    # Gather index of every output token: span start + position inside the span (built in place).
-    output_start = np.cumsum(lengths) - lengths
-    gather = np.arange(int(lengths.sum()), dtype=np.int64)
-    gather += np.repeat(starts - output_start, lengths)
-    row_tokens = np.add.reduceat(lengths, np.cumsum(spans_per_row) - spans_per_row) if len(rows) else np.zeros(0, np.int64)
-    token_offsets = pa.array(np.concatenate([[0], np.cumsum(row_tokens)]).astype(np.int32))
-    doc_offsets = pa.array(np.concatenate([[0], np.cumsum(spans_per_row)]).astype(np.int32))
+    gather = gather_index(span_starts[span_order], lengths)
+    first_span = np.cumsum(spans_per_row) - spans_per_row
+    row_tokens = np.add.reduceat(lengths, first_span) if len(rows) else np.zeros(0, np.int64)
+    token_offsets = np.concatenate([[0], np.cumsum(row_tokens)]).astype(np.int32)
     row_ids = token_ids.take(gather).astype(np.int32, copy=False)
-    row_labels = labels_of(row_ids, learned.take(gather))
-    return pa.table({
-        "input_ids": pa.ListArray.from_arrays(token_offsets, pa.array(row_ids)),
-        "labels": pa.ListArray.from_arrays(token_offsets, pa.array(row_labels)),
-        "doc_lengths": pa.ListArray.from_arrays(doc_offsets, pa.array(lengths.astype(np.int32))),
-        "category": pa.array(list(categories), type=pa.string()),
+    row_learned = learned.take(gather)
+    row_loss = np.add.reduceat(row_learned, token_offsets[:-1], dtype=np.int64) if len(rows) else np.zeros(0, np.int64)
+    offsets = pa.array(token_offsets)
+    table = pa.table({
+        "input_ids": pa.ListArray.from_arrays(offsets, pa.array(row_ids)),
+        "labels": pa.ListArray.from_arrays(offsets, pa.array(labels_of(row_ids, row_learned))),
+        "doc_lengths": pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(spans_per_row)]).astype(np.int32)),
+                                                pa.array(lengths.astype(np.int32))),
     })
+    return Rows(table, row_tokens.astype(np.int32), row_loss.astype(np.int32))
+
+
+class BucketWriter:
+    """Append tables (COLUMNS) to one bucket folder; `close()` writes the files `load_from_disk` needs."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True)
+        self.fingerprint = fingerprint
+        self.schema = features().arrow_schema
+        self.writer = pa.ipc.new_stream(str(self.folder / DATA_FILE), self.schema)
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table.cast(self.schema))
+        self.rows += table.num_rows
+
+    def close(self) -> int:
+        self.writer.close()
+        state = {"_data_files": [{"filename": DATA_FILE}], "_fingerprint": self.fingerprint, "_format_columns": None,
+                 "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}
+        info = {"citation": "", "description": "", "features": features().to_dict(), "homepage": "", "license": ""}
+        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+        (self.folder / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+        return self.rows
 
 
 def check_existing_output(output_dir: Path, fingerprint: str, overwrite: bool) -> bool:
@@ -77,7 +110,7 @@ def check_existing_output(output_dir: Path, fingerprint: str, overwrite: bool) -
     """
     if not output_dir.exists():
         return False
-    manifest_path = output_dir / "manifest.json"
+    manifest_path = output_dir / MANIFEST_FILE
     if manifest_path.is_file():
         try:
             existing = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -91,22 +124,3 @@ def check_existing_output(output_dir: Path, fingerprint: str, overwrite: bool) -
         return False
     what = "a different dataset" if manifest_path.is_file() else "other files"
     raise InputError(f"output folder already holds {what}; pass --overwrite to replace it", output_dir)
-
-
-def write_dataset(output_dir, tables: Iterable[pa.Table], manifest: Dict, fingerprint: str) -> List[int]:
-    """Write each table as `arrow/part-XXXXX`, then `manifest.json`, then move the folder into place.
-
-    Returns the row count of each part.
-    """
-    from datasets import Dataset
-
-    part_rows = []
-    with staged_folder(output_dir) as partial:
-        for index, table in enumerate(tables):
-            part_fingerprint = hashlib.sha256(f"{fingerprint}/{index}".encode()).hexdigest()[:16]
-            dataset = Dataset(table, fingerprint=part_fingerprint)
-            dataset.save_to_disk(str(partial / "arrow" / f"part-{index:05d}"))
-            part_rows.append(len(dataset))
-        manifest = dict(manifest, fingerprint=fingerprint, num_buckets=len(part_rows), part_rows=part_rows)
-        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return part_rows

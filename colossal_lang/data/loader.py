@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
@@ -20,10 +19,10 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from colossal_lang.data.format import ARROW_DIR, COLUMNS, MANIFEST_FILE, Manifest, read_manifest
 from colossal_lang.errors import InputError
 
-MANIFEST = "manifest.json"
-COLUMNS = ("input_ids", "labels", "doc_lengths", "category")
+MANIFEST = MANIFEST_FILE  # its old name here
 ATTENTION_MODES = ("doc_causal", "causal", "position_ids_only")
 
 
@@ -39,24 +38,23 @@ class PreparedDataset:
     bucket_sizes: List[int] = field(default_factory=list)  # rows per bucket (part k of every path), in training order
 
 
-def _part_folders(path: Path) -> tuple[list[Path], dict]:
-    """The part folders under one dataset path, in training order, and its manifest (empty for a bare part)."""
-    manifest_path = path / MANIFEST
+def _part_folders(path: Path) -> tuple[list[Path], Optional[Manifest]]:
+    """The part folders under one dataset path, in training order, and its manifest (None for a bare part)."""
+    manifest_path = path / MANIFEST_FILE
     if manifest_path.is_file():
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
+            manifest = read_manifest(path)
+        except ValueError as error:
             raise InputError(f"manifest is not valid JSON: {error}", manifest_path) from None
-        arrow = path / "arrow"
+        arrow = path / ARROW_DIR
         parts = sorted(p for p in arrow.glob("part-*") if p.is_dir()) if arrow.is_dir() else []
         if not parts:
-            raise InputError("no arrow/part-* folders beside the manifest", path)
-        expected = manifest.get("num_buckets")
-        if expected is not None and expected != len(parts):
-            raise InputError(f"manifest says {expected} buckets but {len(parts)} part folders exist", path)
+            raise InputError(f"no {ARROW_DIR}/part-* folders beside the manifest", path)
+        if manifest.num_buckets is not None and manifest.num_buckets != len(parts):
+            raise InputError(f"manifest says {manifest.num_buckets} buckets but {len(parts)} part folders exist", path)
         return parts, manifest
     if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-        return [path], {}
+        return [path], None
     raise InputError("not a prepared dataset (no manifest.json) nor a saved datasets part folder", path)
 
 
@@ -81,21 +79,21 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
             raise InputError("dataset folder not found", path)
         folders, manifest = _part_folders(path)
         parts_per_path.append(folders)
-        if manifest:
+        if manifest is not None:
             manifests.append((path, manifest))
     num_buckets = max(len(folders) for folders in parts_per_path)
     buckets = [[folders[k] for folders in parts_per_path if k < len(folders)] for k in range(num_buckets)]
 
     for key in ("tokenizer_hash", "max_length", "packing"):
-        values = {m.get(key) for _, m in manifests}
+        values = {getattr(m, key) for _, m in manifests}
         if len(values) > 1:
-            listing = "; ".join(f"{p}: {m.get(key)}" for p, m in manifests)
+            listing = "; ".join(f"{p}: {getattr(m, key)}" for p, m in manifests)
             raise InputError(f"datasets disagree on {key} ({listing})")
-    curriculum = {path: m.get("order") == "curriculum" for path, m in manifests}
+    curriculum = {path: m.curriculum for path, m in manifests}
     if len(set(curriculum.values())) > 1:  # one order for the whole run: no shuffling half of it
         listing = "; ".join(f"{p}: {'curriculum' if c else 'shuffle'}" for p, c in curriculum.items())
         raise InputError(f"datasets disagree on order ({listing}); prepare them with the same --order")
-    first = manifests[0][1] if manifests else {}
+    first = manifests[0][1] if manifests else Manifest(kind="pretrain", max_length=None, tokenizer_hash=None)
 
     datasets, bucket_sizes = [], []
     for folder, bucket in ((folder, k) for k, folders in enumerate(buckets) for folder in folders):
@@ -116,9 +114,9 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
     categories = sorted(set(dataset.unique("category")))
     return PreparedDataset(
         dataset=dataset.with_format("python"),
-        packing=first.get("packing", "doc_causal"),
-        max_length=first.get("max_length"),
-        tokenizer_hash=first.get("tokenizer_hash"),
+        packing=first.packing,
+        max_length=first.max_length,
+        tokenizer_hash=first.tokenizer_hash,
         categories=categories,
         sources=[str(p) for p in paths],
         bucket_sizes=bucket_sizes,

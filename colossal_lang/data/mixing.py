@@ -16,13 +16,13 @@ bucket is a miniature of the whole mix and training can go bucket by bucket.
 from __future__ import annotations
 
 import zlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from colossal_lang.data.format import ORDER_CHOICES  # noqa: F401  (its old import path)
 from colossal_lang.errors import InputError
-
-ORDER_CHOICES = ("shuffle", "curriculum")
 
 
 def parse_category_weights(text: Optional[str]) -> Dict[str, float]:
@@ -83,19 +83,38 @@ def resample_rows(
     return chosen
 
 
+@dataclass
+class BucketPlan:
+    """What one bucket holds and in which stored order.
+
+    `rows[c]`: the rows of category c in the order they are stored (indices into the category's rows, with
+    repeats when it is upsampled). `sequence`: the category (index into `categories`) of every stored row in
+    turn, a seeded random interleaving; None keeps categories one after the other (curriculum).
+    """
+
+    categories: List[str]
+    rows: Dict[str, np.ndarray]
+    sequence: Optional[np.ndarray]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+
 def build_buckets(
     rows_by_category: Dict[str, np.ndarray],
     category_order: Sequence[str],
     num_bins: int,
     order: str,
     seed: int,
-) -> List[List[Tuple[str, np.ndarray]]]:
+) -> List[BucketPlan]:
     """Split each category's rows into `num_bins` bins; bucket k = bin k of every category.
 
-    Returns, per bucket, a list of (category, row indices) runs in the order they are written.
-    `order="shuffle"` shuffles rows within each category before binning and interleaves the bucket's
-    rows (as single-row runs); `order="curriculum"` keeps rows in file order and categories in
-    `category_order` (BafoGPT's curriculum: with one bin, all of the first category comes first).
+    `order="shuffle"` assigns rows to bins by a seeded permutation per category and interleaves the categories
+    of a bucket at random; within a category a bin's rows are stored in input order (they are read back
+    sequentially, and training shuffles every bucket anew each epoch). `order="curriculum"` keeps rows in
+    file order and categories in `category_order` (BafoGPT's curriculum: with one bin, all of the first
+    category comes first).
     """
     if num_bins < 1:
         raise InputError("--num_spliced_dataset_bins must be at least 1")
@@ -104,25 +123,18 @@ def build_buckets(
         rows = np.asarray(rows_by_category[category], dtype=np.int64)
         if order == "shuffle":
             rows = rows[category_rng(seed, category, "bins").permutation(len(rows))]
-        bins[category] = np.array_split(rows, num_bins)
+            bins[category] = [np.sort(part, kind="stable") for part in np.array_split(rows, num_bins)]
+        else:
+            bins[category] = np.array_split(rows, num_bins)
     buckets = []
     for bucket_index in range(num_bins):
-        runs = [(category, bins[category][bucket_index]) for category in category_order]
-        runs = [(category, rows) for category, rows in runs if len(rows)]
-        if not runs:
+        names = [category for category in category_order if len(bins[category][bucket_index])]
+        if not names:
             raise InputError(f"--num_spliced_dataset_bins {num_bins} leaves bucket {bucket_index} empty: too few sequences")
+        rows = {category: bins[category][bucket_index] for category in names}
+        sequence = None
         if order == "shuffle":
-            runs = _interleave(runs, np.random.default_rng([seed, bucket_index]))
-        buckets.append(runs)
+            which = np.repeat(np.arange(len(names), dtype=np.int16), [len(rows[name]) for name in names])
+            sequence = np.random.default_rng([seed, bucket_index]).permutation(which)
+        buckets.append(BucketPlan(names, rows, sequence))
     return buckets
-
-
-def _interleave(runs: List[Tuple[str, np.ndarray]], rng: np.random.Generator) -> List[Tuple[str, np.ndarray]]:
-    """Shuffle the rows of all runs together, returned as consecutive same-category runs."""
-    names = [category for category, _ in runs]
-    which = np.concatenate([np.full(len(rows), index) for index, (_, rows) in enumerate(runs)])
-    rows = np.concatenate([rows for _, rows in runs])
-    permutation = rng.permutation(len(rows))
-    which, rows = which[permutation], rows[permutation]
-    cuts = np.flatnonzero(np.diff(which)) + 1
-    return [(names[int(part_which[0])], part_rows) for part_which, part_rows in zip(np.split(which, cuts), np.split(rows, cuts))]

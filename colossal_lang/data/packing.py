@@ -51,3 +51,74 @@ def pack_spans(lengths: np.ndarray, max_length: int) -> List[List[int]]:
     rows = [sorted(row) for row in rows]
     rows.sort(key=lambda row: row[0])
     return rows
+
+
+# A row this full or fuller is written when its window is packed; emptier rows give their spans back to
+# the next window (at most CARRY_SHARE of a window), where longer neighbours can fill them up.
+CARRY_BELOW = 0.9
+CARRY_SHARE = 0.25
+EMIT_TOKENS = 1 << 20
+
+
+class WindowPacker:
+    """Best-fit decreasing inside a bounded window of spans, for a stream of documents of one category.
+
+    Spans are copied in as they come (`add`); whenever `window_tokens` are buffered they are packed with
+    `pack_spans`, full rows are handed to `emit(token_ids, learned, starts, lengths, rows)` and the spans of
+    underfull rows wait for the next window. Memory is about `window_tokens × 10` bytes (int32 id + flag, and
+    their copy while packing)
+    whatever the stream's length; the fill equals global packing's once the window holds many rows' worth.
+    """
+
+    def __init__(self, max_length: int, window_tokens: int, emit):
+        self.max_length = max_length
+        self.window_tokens = max(window_tokens, max_length)
+        self.emit = emit
+        self._ids: List[np.ndarray] = []
+        self._learned: List[np.ndarray] = []
+        self._lengths: List[np.ndarray] = []
+        self._buffered = 0
+
+    def add(self, token_ids: np.ndarray, learned: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+        from colossal_lang.data.chunking import gather_index
+
+        if not len(lengths):
+            return
+        gather = gather_index(starts, lengths)
+        self._ids.append(token_ids.take(gather))
+        self._learned.append(learned.take(gather))
+        self._lengths.append(np.asarray(lengths, dtype=np.int64))
+        self._buffered += len(gather)
+        if self._buffered >= self.window_tokens:
+            self._pack(final=False)
+
+    def finish(self) -> None:
+        if self._buffered:
+            self._pack(final=True)
+
+    def _pack(self, final: bool) -> None:
+        token_ids, learned = np.concatenate(self._ids), np.concatenate(self._learned)
+        lengths = np.concatenate(self._lengths)
+        starts = np.cumsum(lengths) - lengths
+        rows = pack_spans(lengths, self.max_length)
+        carried: List[List[int]] = []
+        if not final:
+            fill = np.fromiter((int(lengths[row].sum()) for row in rows), dtype=np.int64, count=len(rows))
+            budget = int(CARRY_SHARE * self.window_tokens)
+            carry = set()
+            for row_index in np.argsort(fill, kind="stable").tolist():  # emptiest first
+                if fill[row_index] >= CARRY_BELOW * self.max_length or fill[row_index] > budget:
+                    break
+                budget -= int(fill[row_index])
+                carry.add(row_index)
+            carried = [rows[index] for index in sorted(carry)]
+            rows = [row for index, row in enumerate(rows) if index not in carry]
+        # Handed over in slices of about EMIT_TOKENS, so building the rows never copies a whole window at once.
+        rows_per_emit = max(1, EMIT_TOKENS // self.max_length)
+        for first in range(0, len(rows), rows_per_emit):
+            self.emit(token_ids, learned, starts, lengths, rows[first:first + rows_per_emit])
+        spans = sorted(span for row in carried for span in row)
+        self._ids, self._learned, self._lengths, self._buffered = [], [], [], 0
+        if spans:
+            spans = np.asarray(spans, dtype=np.int64)
+            self.add(token_ids, learned, starts[spans], lengths[spans])

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from colossal_lang.errors import InputError
 from colossal_lang.io.jsonl import iter_jsonl, list_jsonl_files, report_bad_record
 
 PRETRAIN_FIELDS = ("source", "target", "category")
@@ -119,6 +118,16 @@ def validate_sft_record(record: dict) -> Tuple[Optional[dict], Optional[str]]:
     return {"messages": clean, "category": category}, None
 
 
+def file_digest(path) -> Tuple[str, int]:
+    """(sha256 of the file's bytes, its newline count: a progress bar's total), in one read."""
+    digest, lines = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            lines += block.count(b"\n")
+    return digest.hexdigest(), lines
+
+
 @dataclass
 class InputFiles:
     """The jsonl files of a run, in reading order, with their combined hash and line count."""
@@ -134,46 +143,35 @@ def scan_inputs(inputs: Union[str, Iterable[str]]) -> InputFiles:
     digest = hashlib.sha256()
     lines = 0
     for path in files:
-        digest.update(str(path).encode() + b"\0")
-        file_digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                file_digest.update(block)
-                lines += block.count(b"\n")
-        digest.update(file_digest.hexdigest().encode())
+        file_sha256, file_lines = file_digest(path)
+        digest.update(str(path).encode() + b"\0" + file_sha256.encode())
+        lines += file_lines
     return InputFiles(files, digest.hexdigest(), lines)
 
 
 @dataclass
 class ReadResult:
-    """What reading kept (per record: the metadata columns, file and line) and what it skipped."""
+    """What reading saw: records read and kept, skipped by reason, files read (counts only: no per-record state)."""
 
-    columns: Dict[str, list] = field(default_factory=dict)
-    paths: List[str] = field(default_factory=list)
-    lines: List[int] = field(default_factory=list)
     records_read: int = 0
+    kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     input_files: List[str] = field(default_factory=list)
 
-    @property
-    def kept(self) -> int:
-        return len(self.lines)
-
 
 def iter_validated(
-    inputs: InputFiles,
+    files: Iterable[Path],
     validate: Callable[[dict], Tuple[Optional[dict], Optional[str]]],
     on_error: str,
     result: ReadResult,
-    metadata: Tuple[str, ...] = ("category",),
-) -> Iterator[dict]:
-    """Yield every valid record of `inputs` in order, noting its `metadata` fields, file and line in `result`.
+) -> Iterator[Tuple[dict, str, int]]:
+    """Yield (clean record, file, line) for every valid record of `files` in order, counting in `result`.
 
     Raises InputError on the first bad record (`on_error="raise"`) or counts it by reason. An empty
     file is an input error either way: it is almost always a failed export, not a wish. When the
-    records are exhausted, `result` holds the final counts; no valid record at all is an InputError.
+    records are exhausted, `result` holds the final counts (reasons not yet grouped: `normalize_reasons`).
     """
-    for path in inputs.files:
+    for path in files:
         path_text = str(path)
         seen_before = result.records_read + sum(result.skipped.values())
         for line_number, record in iter_jsonl(path, on_error=on_error, skipped=result.skipped):
@@ -182,19 +180,13 @@ def iter_validated(
             if problem is not None:
                 report_bad_record(path, line_number, problem, on_error, result.skipped)
                 continue
-            for name in metadata:
-                result.columns.setdefault(name, []).append(clean[name])
-            result.paths.append(path_text)
-            result.lines.append(line_number)
-            yield clean
+            result.kept += 1
+            yield clean, path_text, line_number
         if result.records_read + sum(result.skipped.values()) == seen_before:
             report_bad_record(path, None, "empty file: no records", on_error, result.skipped)
         result.input_files.append(path_text)
     # Every non-blank line is a record read, including those that did not parse.
     result.records_read = result.kept + sum(count for reason, count in result.skipped.items() if reason != "empty file")
-    result.skipped = normalize_reasons(result.skipped)
-    if result.kept == 0:
-        raise InputError(f"no valid records in {len(inputs.files)} file(s); skipped: {dict(result.skipped)}", inputs.files[0])
 
 
 def normalize_reasons(skipped: Counter) -> Counter:

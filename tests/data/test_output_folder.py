@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,11 +79,41 @@ def test_config_file_sets_flags_and_command_line_wins(small_pretrain_dirs, smoll
 # the latest point at which a crash can happen, with every part already written.
 KILL_BEFORE_MOVE = """
 import os, signal, sys
+from pathlib import Path
 import colossal_lang.io.atomic_folder as atomic_folder
-atomic_folder.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+real_replace = os.replace
+def replace(source, target):
+    if Path(target).name == "out":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(source, target)
+atomic_folder.os.replace = replace
 from colossal_lang.data.prepare_pretrain import main
 main(sys.argv[1:])
 """
+
+# SIGKILLs itself once `KILL_AFTER` input parts are committed: a preparation stopped half way through its input.
+KILL_AFTER_PARTS = """
+import os, signal, sys
+from pathlib import Path
+import colossal_lang.io.atomic_folder as atomic_folder
+real_replace, committed = os.replace, []
+def replace(source, target):
+    real_replace(source, target)
+    if Path(target).name.startswith("part-") and Path(target).parent.name.endswith(".parts"):
+        committed.append(target)
+        if len(committed) == int(os.environ["KILL_AFTER"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+atomic_folder.os.replace = replace
+from colossal_lang.data.prepare_pretrain import main
+main(sys.argv[1:])
+"""
+
+
+def _small_parts_argv(small_pretrain_dirs, smollm2_tokenizer_dir):
+    # 0.01 MB parts: each of the 4 files of the small corpus (24-132 kB) is a part of its own.
+    return ["--data_input_dirs", ",".join(map(str, small_pretrain_dirs)), "--tokenizer_dir", str(smollm2_tokenizer_dir),
+            "--max_length", "128", "--num_spliced_dataset_bins", "2", "--part_size_mb", "0.01",
+            "--category_weights", "cs=0.6,en=0.4"]
 
 
 @pytest.mark.slow
@@ -98,4 +129,25 @@ def test_killed_run_leaves_nothing_complete_and_rerun_matches(small_pretrain_dir
     prepare_pretrain(small_pretrain_dirs, smollm2_tokenizer_dir, tmp_path / "out", *argv[4:])
     prepare_pretrain(small_pretrain_dirs, smollm2_tokenizer_dir, tmp_path / "uninterrupted", *argv[4:])
     assert not list(tmp_path.glob(".out.partial-*"))  # the rerun cleaned up
+    assert not (tmp_path / ".out.parts").exists()  # and the parts it combined
+    assert _arrow_bytes(tmp_path / "out") == _arrow_bytes(tmp_path / "uninterrupted")
+
+
+@pytest.mark.slow
+def test_run_killed_between_parts_resumes_without_redoing_them(small_pretrain_dirs, smollm2_tokenizer_dir, prepare_pretrain,
+                                                               tmp_path, capsys):
+    argv = _small_parts_argv(small_pretrain_dirs, smollm2_tokenizer_dir)
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_PARTS, *argv, "--data_output_dirs", str(tmp_path / "out")],
+                            cwd=REPO, capture_output=True, timeout=120, env=dict(os.environ, KILL_AFTER="2"))
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "out").exists()  # nothing that looks like a dataset
+    done = sorted((tmp_path / ".out.parts").glob("part-*"))
+    assert [folder.name for folder in done] == ["part-00000", "part-00001"]
+    written = {path: path.stat().st_mtime_ns for folder in done for path in folder.iterdir()}
+    capsys.readouterr()
+    manifest = prepare_pretrain(argv[1], argv[3], tmp_path / "out", *argv[4:], "--keep_parts")
+    assert "4 input part(s): 2 already prepared, 2 prepared now" in capsys.readouterr().out
+    assert manifest["num_parts"] == 4
+    assert {path: path.stat().st_mtime_ns for path in written} == written  # the first two parts were not redone
+    prepare_pretrain(argv[1], argv[3], tmp_path / "uninterrupted", *argv[4:])
     assert _arrow_bytes(tmp_path / "out") == _arrow_bytes(tmp_path / "uninterrupted")
