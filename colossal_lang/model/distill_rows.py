@@ -83,7 +83,8 @@ class DistillReport:
 
 def iter_texts(inputs: Sequence) -> Iterator[str]:
     """Documents of jsonl files/folders (`target` field) and .txt files (one per non-empty line), in order."""
-    from colossal_lang.tokenizer.corpus import read_text_lines, read_texts
+    from colossal_lang.io.jsonl import read_text_lines
+    from colossal_lang.tokenizer.corpus import read_texts
 
     for item in inputs:
         path = Path(item)
