@@ -60,7 +60,7 @@ def one_b_model(out: Path, tokenizer_dir: Path) -> Path:
 def dataset(out: Path, tokenizer_dir: Path, seq_length: int) -> Path:
     from transformers import AutoTokenizer
 
-    from tests.training.prepared import read_texts, write_prepared_dataset
+    from colossal_lang.testing.prepared import read_texts, write_prepared_dataset
 
     if (out / "manifest.json").is_file():
         return out

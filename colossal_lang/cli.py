@@ -57,7 +57,7 @@ def add_boolean_flag(parser, name: str, default: Optional[bool], help: str = "")
     `name` is the flag without dashes, e.g. `"progress"`; `--help` shows the true default.
     """
     parser.add_argument(f"--{name}", f"--no-{name}", f"--no_{name}", dest=name.replace("-", "_"),
-                        action=_BooleanFlag, default=default, help=f"{help} (default: {default})".strip())
+                        action=_BooleanFlag, default=default, help=help if "default" in help else f"{help} (default: {default})".strip())
 
 
 def require_positive(args, *flags: str) -> None:
