@@ -60,7 +60,7 @@ def advance(run: Run, record, micro_batches) -> None:
     if record.diverged or run.guard.needs_rollback():
         event = run.checkpointer.rollback(at.step, run.schedule, run.config.guard.spike_lr_factor,
                                           "diverged" if record.diverged else "spikes")
-        run.metrics.writer.event(event)
+        run.metrics.event(event)
     run.checkpointer.after_step(at.epoch, at.step, run.stop_at)
 
 

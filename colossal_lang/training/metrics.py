@@ -172,9 +172,9 @@ class StepLogger:
             line["mfu"] = tokens_per_s * flops / (self.peak_flops * self.world_size)
         return line
 
-    def event(self, event: dict, message: str) -> None:
+    def event(self, event: dict) -> None:
+        """An event outside a step's own record (a rollback): the step log and tensorboard's text."""
         self.writer.event(event)
-        self.log(message)
 
     def close(self) -> None:
         if self.progress is not None:

@@ -159,3 +159,28 @@ def test_gpu_check_launches_pass_train_py_checks(tiny_model_dir, monkeypatch, gp
         check_plugin(args, world_size=gpus, model_config=model_config)
         assert args.parallel.plugin == plugin and args.optim.max_steps == 8
         assert (args.parallel.pp > 1) == (plugin == "3d" and gpus >= 4)
+
+
+def test_help_shows_true_defaults_and_every_flag_once():
+    """Each field of the configuration groups is one flag whose --help default is the field's own."""
+    from dataclasses import fields
+
+    from colossal_lang.training.config import GROUPS
+    from colossal_lang.training.flags import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "(default: None)" not in text
+    assert "optimizer betas (default: 0.9 0.95)" in text
+    assert "linear warm-up steps (default: 2.5% of the steps)" in text
+    names = [spec.name for group in GROUPS.values() for spec in fields(group)]
+    assert len(names) == len(set(names))
+    for name in names:
+        assert f"--{name} " in text or f"--{name}," in text, name
+
+
+def test_a_boolean_keeps_its_old_spellings(tiny_model_dir):
+    def logging(*flags):
+        return parse_train_args(["--pretrained", str(tiny_model_dir), "--dataset", "x", *flags]).logging
+
+    assert logging().progress and not logging("--progress", "false").progress and not logging("--no-progress").progress
+    assert logging("--log_samples").log_samples and not logging("--log_samples", "--no_log_samples").log_samples

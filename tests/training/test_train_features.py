@@ -45,6 +45,8 @@ def runs(uninterrupted, tiny_model_dir, small_vocabulary_model, packed_dataset, 
         "bf16_lionw_wsd": base_args(model, data, root / "bf16_lionw_wsd", max_steps=5, mixed_precision="bf16",
                                     optimizer="lionw", lr=1e-2, weight_decay=0.0, lr_schedule="wsd", decay_ratio=0.4,
                                     warmup_steps=1, min_lr_ratio=0.1, save_interval=0),
+        "each_epoch": base_args(model, ragged_dataset, root / "each_epoch", max_steps=False, num_epochs=2, batch_size=8,
+                                save_interval=0, save_each_epoch=None, use_neft=False),
         "lora": base_args(model, data, root / "lora", max_steps=2, lora_rank=4, use_neft=False),
         "lora_embeddings": base_args(model, data, root / "lora_embeddings", max_steps=2, lora_rank=4, use_neft=False,
                                      new_token_start=1000, save_interval=0),  # vocabulary grew: embeddings train
@@ -181,6 +183,15 @@ def test_neftune_noise_reaches_the_embeddings_lora_trains(runs):
     noisy = step_records(runs["lora_embeddings_neft"] / "log.jsonl")[0]
     assert plain["samples"] == noisy["samples"]
     assert noisy["loss"] != pytest.approx(plain["loss"], rel=1e-6)
+
+
+def test_save_each_epoch_saves_when_an_epoch_ends(runs):
+    """Colossal-LLaMA saves at every epoch's end (unless --skip_save_each_epoch): 40 rows, 8 per step, 2 epochs."""
+    folders = sorted(p.name for p in runs["each_epoch"].glob("epoch-*"))
+    assert folders == ["epoch-1_step-5", "epoch-2_step-10"]
+    states = json.loads((runs["each_epoch"] / "epoch-1_step-5" / "running_states.json").read_text())
+    assert states["reason"] == "epoch" and states["consumed_samples"] == 0  # the next epoch starts afresh
+    assert [r["epoch"] for r in step_records(runs["each_epoch"] / "log.jsonl")] == [0] * 5 + [1] * 5
 
 
 def test_data_from_another_tokenizer_is_refused(runs):
