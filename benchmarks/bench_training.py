@@ -88,7 +88,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from tests.training.prepared import read_texts, write_prepared_dataset
+    from colossal_lang.testing.prepared import read_texts, write_prepared_dataset
 
     if not Path(args.model).is_dir():  # the embedded SmolLM2 is imported on first use
         from colossal_lang.model.import_smollm2 import import_smollm2

@@ -49,10 +49,7 @@ def packed_dataset(out: Path, tokenizer_dir: Path, seq_length: int) -> Path:
     """Czech and English LibreOffice help packed into `seq_length` rows for document-causal attention."""
     from transformers import AutoTokenizer
 
-    try:  # the helper moves from tests/training/ to colossal_lang/testing/ (issue 13); either place works
-        from colossal_lang.testing.prepared import read_texts, write_prepared_dataset
-    except ImportError:
-        from tests.training.prepared import read_texts, write_prepared_dataset
+    from colossal_lang.testing.prepared import read_texts, write_prepared_dataset
 
     if (out / "manifest.json").is_file():
         return out

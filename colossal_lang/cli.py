@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -56,7 +57,7 @@ def add_boolean_flag(parser, name: str, default: Optional[bool], help: str = "")
     `name` is the flag without dashes, e.g. `"progress"`; `--help` shows the true default.
     """
     parser.add_argument(f"--{name}", f"--no-{name}", f"--no_{name}", dest=name.replace("-", "_"),
-                        action=_BooleanFlag, default=default, help=f"{help} (default: {default})".strip())
+                        action=_BooleanFlag, default=default, help=help if "default" in help else f"{help} (default: {default})".strip())
 
 
 def require_positive(args, *flags: str) -> None:
@@ -97,39 +98,111 @@ def load_config_file(path: str) -> dict:
     return values
 
 
+class _ConfigList(list):
+    """A list value read from a --config file; an `append` flag on the command line copies it and adds to the copy."""
+
+
+class _ParseFailure(Exception):
+    pass
+
+
+def _parse_quietly(parser: argparse.ArgumentParser, argv: list, namespace=None):
+    """parser.parse_known_args that raises _ParseFailure instead of printing usage and exiting."""
+    def fail(message):
+        raise _ParseFailure(message)
+
+    parser.error = fail  # an instance attribute shadows the method for this call only
+    try:
+        return parser.parse_known_args(argv, namespace)
+    finally:
+        del parser.error
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    try:
+        parser.add_argument("--config", default=None, help="YAML or JSON file setting any flag; the command line overrides it")
+    except argparse.ArgumentError:  # the command declares --config itself
+        pass
+
+
+def _probe_tokens(values: dict) -> list:
+    """One `--name value` pair per config entry: parsed, they show which names are flags and which take lists."""
+    tokens = []
+    for name, value in values.items():
+        items = value if isinstance(value, list) else [value]
+        if not items or any(item is None or isinstance(item, (dict, list)) for item in items):
+            continue
+        tokens += [f"--{name}", *(str(item).lower() if isinstance(item, bool) else str(item) for item in items)]
+    return tokens
+
+
+def _flag_shapes(parser, values: dict, argv: list) -> Optional[dict]:
+    """dest -> parsed probe value for every flag the parser has (None when the probe cannot parse)."""
+    for tokens in (_probe_tokens(values), _probe_tokens(values) + argv):
+        try:
+            namespace, _ = _parse_quietly(parser, tokens)
+            return vars(namespace)
+        except _ParseFailure:
+            continue
+    return None
+
+
+def _required_missing(message: str) -> list:
+    """Option names from argparse's "the following arguments are required: --a, --b/-b" message."""
+    prefix = "the following arguments are required:"
+    if not message.startswith(prefix):
+        return []
+    return [name.split("/")[0].strip() for name in message[len(prefix):].split(",")]
+
+
 def parse_args_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None):
     """Parse `argv`; a `--config FILE` (YAML or JSON) sets any flag's default, the command line overrides it.
 
     A flag that takes several values (`nargs="+"`, or repeated with `action="append"`) is replaced whole by
-    the command line; a single value in the config counts as a list of one.
+    the command line; a single value in the config counts as a list of one. Config values stand in the
+    namespace argparse fills (it keeps what is there unless the command line sets it); a required flag that
+    only the config gives is handed to argparse as one `--flag value` pair and then set to the config's value.
     """
-    if "config" not in {action.dest for action in parser._actions}:
-        parser.add_argument("--config", default=None, help="YAML or JSON file setting any flag; the command line overrides it")
+    _add_config_flag(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    repeated_from_config = {}
-    if known.config:
-        values = load_config_file(known.config)
-        dests = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - dests)
+    config_path = pre.parse_known_args(argv)[0].config
+    if not config_path:
+        return parser.parse_args(argv)
+    values = load_config_file(config_path)
+    shapes = _flag_shapes(parser, values, argv)
+    if shapes is not None:
+        unknown = sorted(set(values) - set(shapes))
         if unknown:
-            raise InputError(f"unknown setting(s) {', '.join(unknown)}", known.config)
-        for action in parser._actions:
-            if action.dest not in values:
-                continue
-            action.required = False  # required flags given by the config are satisfied
-            takes_a_list = isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")
-            if takes_a_list and not isinstance(values[action.dest], list):
-                values[action.dest] = [values[action.dest]]  # `data: file.jsonl` means one file, not its characters
-            if isinstance(action, argparse._AppendAction):
-                # argparse appends a repeated flag to its default: keep the config's list out of the way, so
-                # that the command line replaces it instead of adding to it.
-                repeated_from_config[action.dest] = values.pop(action.dest)
-                action.default = None
-        parser.set_defaults(**values)
-    args = parser.parse_args(argv)
-    for dest, items in repeated_from_config.items():
-        if getattr(args, dest) is None:
-            setattr(args, dest, items)
+            raise InputError(f"unknown setting(s) {', '.join(unknown)}", config_path)
+        for name, value in values.items():
+            parsed = shapes[name]  # converted by the flag's `type`, exactly as from the command line
+            all_text = isinstance(value, list) and all(isinstance(item, str) for item in value)
+            if isinstance(value, str) or (all_text and isinstance(parsed, list) and len(parsed) == len(value)):
+                values[name] = parsed
+            elif isinstance(parsed, list) and not isinstance(value, list):
+                values[name] = [value]  # `data: file.jsonl` means one file, not its characters
+    prefilled = {name: _ConfigList(value) if isinstance(value, list) else value for name, value in values.items()}
+    stand_ins = []
+    for _ in range(2):  # the second pass hands argparse the required flags the config gives
+        try:
+            _parse_quietly(parser, stand_ins + argv, argparse.Namespace(**prefilled))
+            break
+        except _ParseFailure as failure:
+            missing = [(name, name.lstrip("-").replace("-", "_")) for name in _required_missing(str(failure))]
+            given = [(name, dest) for name, dest in missing if dest in values]
+            if stand_ins or not given or len(given) < len(missing):
+                return parser.parse_args(argv, argparse.Namespace(**prefilled))  # argparse reports and exits
+            for name, dest in given:
+                first = values[dest][0] if isinstance(values[dest], list) else values[dest]
+                stand_ins += [name, str(first)]
+    args = parser.parse_args(stand_ins + argv, argparse.Namespace(**prefilled))  # unknown arguments exit here
+    for name, value in vars(args).items():
+        if isinstance(value, _ConfigList):
+            config_items = values[name]  # untouched, or copied and added to by a repeated flag
+            setattr(args, name, list(config_items) if value is prefilled[name] else list(value)[len(config_items):])
+    for name in stand_ins[::2]:
+        dest = name.lstrip("-").replace("-", "_")
+        setattr(args, dest, values[dest])
     return args

@@ -75,13 +75,15 @@ def enable_neftune(model, alpha: float):
     return model.get_input_embeddings().register_forward_hook(add_noise)
 
 
-def lora_config(args, vocabulary_grew: bool):
+def lora_config(adaptation, vocabulary_grew: bool):
+    """peft's LoraConfig from the adaptation group (config.AdaptationConfig)."""
     from peft import LoraConfig
 
-    train_embeddings = vocabulary_grew if args.lora_train_embeddings is None else args.lora_train_embeddings
+    chosen = adaptation.lora_train_embeddings
+    train_embeddings = vocabulary_grew if chosen is None else chosen
     return LoraConfig(
-        task_type="CAUSAL_LM", r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        target_modules=list(args.lora_target_modules),
+        task_type="CAUSAL_LM", r=adaptation.lora_rank, lora_alpha=adaptation.lora_alpha,
+        lora_dropout=adaptation.lora_dropout, target_modules=list(adaptation.lora_target_modules),
         modules_to_save=["embed_tokens", "lm_head"] if train_embeddings else None,
     )
 

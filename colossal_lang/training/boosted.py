@@ -42,17 +42,11 @@ def user_module(model):
     return model
 
 
-def supports_no_sync(booster, plugin_name: str, zero_stage: int) -> bool:
-    if plugin_name == "3d" and zero_stage == 2:
-        return False
-    return bool(booster.plugin.support_no_sync())
-
-
-def no_sync(booster, model, optimizer, plugin_name: str, zero_stage: int):
+def no_sync(booster, model, optimizer, traits):
     """Context in which a backward accumulates gradients without communicating (nullcontext where not possible)."""
-    if not supports_no_sync(booster, plugin_name, zero_stage):
+    if not traits.no_sync:
         return nullcontext()
-    target = innermost_wrapper(model) if plugin_name == "ddp" else model
+    target = innermost_wrapper(model) if traits.no_sync_on_inner_model else model
     return booster.no_sync(target, optimizer)
 
 

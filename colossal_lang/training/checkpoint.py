@@ -10,11 +10,9 @@ from and is cleared on the next start, so the previous checkpoint stays the late
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import signal
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +22,7 @@ import torch.distributed as dist
 
 from colossal_lang.errors import InputError
 from colossal_lang.io.atomic_folder import fsync_tree, replace_folder
+from colossal_lang.testing import faults
 from colossal_lang.training import boosted
 
 COMPLETE = "COMPLETE"
@@ -84,7 +83,7 @@ def barrier() -> None:
 
 
 def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir, epoch: int, step: int,
-                    running_states: dict, keep_last: int = 0, fault: Optional[str] = None) -> Path:
+                    running_states: dict) -> Path:
     """Write a complete checkpoint for global step `step` and return its folder (every rank calls this)."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     tag = checkpoint_tag(epoch, step)
@@ -98,10 +97,8 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir
         (staging / "optimizer").mkdir()  # sharded (CUDA) or one file (CPU): made here, not by every rank
     barrier()
     booster.save_model(model, str(staging / "modeling"), shard=True)  # .bin shards: safetensors refuses tied weights
-    if fault == "disk_full":  # fault tests: a disk that fills up mid-save ...
-        raise OSError(28, "No space left on device (simulated)")
-    if fault == "kill" and rank == 0:  # ... or a SIGKILL mid-save
-        os.kill(os.getpid(), signal.SIGKILL)
+    faults.trigger("save_disk_full", step, rank)  # (tests: a disk filling up, or a SIGKILL, mid-save)
+    faults.trigger("save_kill", step, rank)
     if torch.cuda.is_available():
         booster.save_optimizer(optimizer, str(staging / "optimizer"), shard=True)
     else:
@@ -118,13 +115,18 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, tokenizer, save_dir
         (staging / COMPLETE).write_text(f"{tag}\n", encoding="utf-8")
         fsync_tree(staging)
         replace_folder(staging, final)
-        if keep_last > 0:
-            for old in complete_checkpoints(save_dir)[:-keep_last]:
-                # The marker goes first: a removal cut short never leaves a checkpoint that looks complete.
-                (old / COMPLETE).unlink(missing_ok=True)
-                shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def remove_old_checkpoints(save_dir, keep_last: int) -> None:
+    """Keep the newest `keep_last` complete checkpoints (rank 0; 0 keeps all)."""
+    if keep_last <= 0:
+        return
+    for old in complete_checkpoints(save_dir)[:-keep_last]:
+        # The marker goes first: a removal cut short never leaves a checkpoint that looks complete.
+        (old / COMPLETE).unlink(missing_ok=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_load_path(load_checkpoint: str, save_dir) -> Optional[Path]:
@@ -236,7 +238,7 @@ def untie_if_trained_apart(module) -> None:
         module.config.tie_word_embeddings = False
 
 
-def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merge_lora: bool = False) -> Path:
+def save_final_model(booster, model, tokenizer, save_dir, shards_model: bool, merge_lora: bool = False) -> Path:
     """save_dir/final: a Hugging Face folder (weights, config, tokenizer) that needs no project code to load."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     save_dir = Path(save_dir)
@@ -246,7 +248,7 @@ def save_final_model(booster, model, tokenizer, save_dir, plugin_name: str, merg
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     barrier()
-    if plugin_name == "ddp" or merge_lora:  # LoRA runs (ddp, ZeRO-2) hold the whole model on every rank
+    if not shards_model or merge_lora:  # LoRA runs (ddp, ZeRO-2) hold the whole model on every rank
         if rank == 0:
             module = boosted.user_module(model)  # (ddp + fp16 nests wrappers; PEFT kept for the merge)
             if merge_lora:

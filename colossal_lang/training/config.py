@@ -1,155 +1,217 @@
-"""Every flag of train.py, defined once, and the checks that need no model or device."""
+"""train.py's configuration: typed groups of settings, each field one flag (same name), documented by its help.
+
+`parse_train_args` parses the command line (and `--config` YAML/JSON), then `TrainConfig.resolve` checks and
+completes it once: derived defaults (`tokenizer_dir`), Colossal-LLaMA spellings mapped onto their settings,
+and every check that needs no model or device. Builders take only their own group. The groups and the flags
+are built from the same fields (flags.py), so each flag is defined once.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
-from colossal_lang.cli import parse_args_with_config, str2bool
 from colossal_lang.errors import InputError
 
 PLUGINS = ("ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
 PRECISIONS = ("fp32", "fp16", "bf16")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Continual pre-training / fine-tuning of a causal LM on Colossal-AI's Booster.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    g = p.add_argument_group("model and data (Colossal-LLaMA flags)")
-    g.add_argument("--pretrained", required=True, help="Hugging Face model folder (AutoModelForCausalLM)")
-    g.add_argument("--tokenizer_dir", default=None, help="tokenizer folder (default: --pretrained)")
-    g.add_argument("--dataset", nargs="+", required=True, help="prepared dataset folder(s) (manifest.json) or part folders")
-    g.add_argument("--load_checkpoint", default=None,
-                   help="'latest' (newest complete checkpoint in --save_dir), a checkpoint folder, or .../modeling (weights only)")
-    g.add_argument("--save_interval", type=int, default=1000, help="save a checkpoint every N optimizer steps (0: only at the end)")
-    g.add_argument("--save_dir", default="checkpoints", help="checkpoints and the final Hugging Face folder go here")
-    g.add_argument("--tensorboard_dir", default=None, help="tensorboard event folder (default: none)")
-    g.add_argument("--config_file", default=None, help="where to write the effective configuration (JSON)")
-    g.add_argument("--keep_last", type=int, default=0, help="keep only the newest N checkpoints (0: keep all)")
-
-    g = p.add_argument_group("parallelism")
-    g.add_argument("--plugin", default="ddp", choices=PLUGINS)
-    g.add_argument("--tp", type=int, default=1, help="tensor parallel size (3d)")
-    g.add_argument("--pp", type=int, default=1, help="pipeline parallel size (3d)")
-    g.add_argument("--sp", type=int, default=1, help="sequence parallel size (3d)")
-    g.add_argument("--sp_mode", default="split_gather", choices=("split_gather", "ring", "all_to_all", "ring_attn"))
-    g.add_argument("--zero_stage", type=int, default=0, choices=(0, 1, 2), help="ZeRO stage inside the 3d plugin")
-    g.add_argument("--microbatch_size", type=int, default=1, help="pipeline micro-batch size (3d with --pp > 1)")
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--num_epochs", type=int, default=1)
-    g.add_argument("--max_steps", type=int, default=0,
-                   help="length of the run in optimizer steps, cycling epochs as needed (0: --num_epochs decides)")
-    g.add_argument("--stop_at_step", type=int, default=0,
-                   help="end this launch after step N with a checkpoint, as if interrupted; the schedule still spans the whole run")
-    g.add_argument("--batch_size", type=int, default=2, help="sequences per data-parallel rank per micro-batch")
-    g.add_argument("--accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
-    g.add_argument("--optimizer", default="adamw", choices=("adamw", "lionw"))
-    g.add_argument("--betas", type=float, nargs=2, default=None, help="default: 0.9 0.95")
-    g.add_argument("--eps", type=float, default=1e-8)
-    g.add_argument("--weight_decay", type=float, default=0.1, help="not applied to norms, biases, frozen rows")
-    g.add_argument("--lr_schedule", default="cosine", choices=("cosine", "wsd", "constant"))
-    g.add_argument("--warmup_steps", type=int, default=None, help="linear warm-up steps (default: 2.5%% of the steps)")
-    g.add_argument("--min_lr_ratio", type=float, default=0.1, help="final LR as a fraction of --lr")
-    g.add_argument("--decay_ratio", type=float, default=0.2, help="wsd: fraction of the steps spent decaying")
-    g.add_argument("--grad_clip", type=float, default=1.0, help="max global gradient norm (0: no clipping)")
-    g.add_argument("--mixed_precision", default="bf16", choices=PRECISIONS)
-    g.add_argument("--seed", type=int, default=42)
-
-    g = p.add_argument_group("model features")
-    g.add_argument("--use_grad_checkpoint", action="store_true", default=False)
-    g.add_argument("--use_flash_attn", action="store_true", default=False,
-                   help="flash_attention_2 (needs flash-attn and CUDA); SDPA otherwise")
-    g.add_argument("--attention", default="auto", choices=("auto", "doc_causal", "causal"),
-                   help="auto: what the dataset's manifest says it was packed for")
-    g.add_argument("--use_neft", action="store_true", default=False, help="NEFTune noise on input embeddings")
-    g.add_argument("--neft_alpha", type=float, default=5.0)
-    g.add_argument("--freeze_non_embeds_params", action="store_true", default=False,
-                   help="train only the input embeddings and the LM head")
-    g.add_argument("--train_new_rows_only", action="store_true", default=False,
-                   help="train only the embedding/head rows of new tokens (ids >= --new_token_start)")
-    g.add_argument("--new_token_start", type=int, default=None,
-                   help="first new token id (default: the reference model's vocabulary size)")
-
-    g = p.add_argument_group("LoRA")
-    g.add_argument("--lora_rank", type=int, default=0, help="> 0 trains LoRA adapters through booster.enable_lora")
-    g.add_argument("--lora_alpha", type=float, default=32.0)
-    g.add_argument("--lora_dropout", type=float, default=0.0)
-    g.add_argument("--lora_target_modules", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    g.add_argument("--lora_train_embeddings", type=str2bool, default=None,
-                   help="also train embeddings and head (default: yes when the vocabulary grew)")
-
-    g = p.add_argument_group("KL to the original model (Vikhr)")
-    g.add_argument("--kl_coef", type=float, default=0.0, help="weight of KL(reference || model) over the original vocabulary")
-    g.add_argument("--reference_model", default=None, help="frozen original model (default: --pretrained)")
-    g.add_argument("--kl_categories", nargs="*", default=None, help="categories (replay data) that get the KL term (default: all)")
-
-    g = p.add_argument_group("loss-spike guard")
-    g.add_argument("--spike_window", type=int, default=50, help="recent losses the median is taken over")
-    g.add_argument("--spike_factor", type=float, default=3.0, help="a loss above factor x median is a spike (0: off)")
-    g.add_argument("--spike_min_history", type=int, default=10, help="losses needed before spikes are judged")
-    g.add_argument("--spike_rollback_after", type=int, default=3, help="spikes since the last checkpoint that trigger a rollback")
-    g.add_argument("--spike_lr_factor", type=float, default=0.5, help="LR multiplier applied at each rollback")
-    # Fault injection for tests (steps counted from 1, as logged): a NaN loss; a save failing like a full disk.
-    g.add_argument("--inject_nan_at_step", type=int, default=None, help=argparse.SUPPRESS)
-    g.add_argument("--inject_save_failure_at_step", type=int, default=None, help=argparse.SUPPRESS)
-    g.add_argument("--inject_kill_during_save_at_step", type=int, default=None, help=argparse.SUPPRESS)
-
-    g = p.add_argument_group("logging")
-    g.add_argument("--log_interval", type=int, default=1, help="tensorboard/console every N steps")
-    g.add_argument("--loss_log", default=None, help="append one JSON line per step (step, loss, lr, ...) to this file (rank 0)")
-    g.add_argument("--log_samples", action="store_true", default=False,
-                   help="add the dataset row indices of every step (all ranks) to --loss_log")
-    g.add_argument("--progress", type=str2bool, default=True, help="progress bar on rank 0")
-    g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    return p
+def flag(help: str, **argparse_options) -> dict:
+    """Field metadata: the flag's help and anything argparse needs beyond name, type and default."""
+    return {"help": help, **argparse_options}
 
 
-def parse_train_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    args = parse_args_with_config(build_parser(), argv)
-    check_args(args)
-    return args
+@dataclass
+class ModelConfig:
+    """model"""
+    pretrained: Optional[str] = field(default=None, metadata=flag("Hugging Face model folder (AutoModelForCausalLM)", required=True))
+    tokenizer_dir: Optional[str] = field(default=None, metadata=flag("tokenizer folder (default: --pretrained)"))
+    use_grad_checkpoint: bool = field(default=False, metadata=flag("gradient checkpointing (less memory, more compute)"))
+    use_flash_attn: bool = field(default=False, metadata=flag("flash_attention_2 (needs flash-attn and CUDA); SDPA otherwise"))
+    attention: str = field(default="auto", metadata=flag("auto: what the dataset's manifest says it was packed for",
+                                                         choices=("auto", "doc_causal", "causal")))
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Reject what no plugin or device can honour; device-dependent checks live in plugins.check_plugin."""
-    positive = {"batch_size": args.batch_size, "accumulation_steps": args.accumulation_steps, "num_epochs": args.num_epochs,
-                "tp": args.tp, "pp": args.pp, "sp": args.sp, "microbatch_size": args.microbatch_size}
-    for name, value in positive.items():
+@dataclass
+class DataConfig:
+    """data"""
+    dataset: List[str] = field(default_factory=list, metadata=flag(
+        "prepared dataset folder(s) (manifest.json) or part folders", nargs="+", required=True))
+    batch_size: int = field(default=2, metadata=flag("sequences per data-parallel rank per micro-batch",
+                                                     aliases=("--micro_batch_size",)))
+    accumulation_steps: int = field(default=1, metadata=flag("micro-batches per optimizer step"))
+    max_length: Optional[int] = field(default=None, metadata=flag(
+        "longest sequence this run accepts: refused when the dataset was prepared for longer ones (default: the dataset's)"))
+    pad_token: Optional[str] = field(default=None, metadata=flag(
+        "which token pads batches, and becomes the saved tokenizer's pad token (default: the tokenizer's pad, else eos)",
+        choices=("eos", "unk")))
+    padding_mode: str = field(default="longest", metadata=flag(
+        "longest: pad each batch to its longest row; max_length: to --max_length (or the dataset's)",
+        choices=("longest", "max_length")))
+    num_workers: int = field(default=0, metadata=flag("DataLoader worker processes"))
+
+
+@dataclass
+class CheckpointConfig:
+    """checkpoints"""
+    load_checkpoint: Optional[str] = field(default=None, metadata=flag(
+        "'latest' (newest complete checkpoint in --save_dir), a checkpoint folder, or .../modeling (weights only)"))
+    save_interval: int = field(default=1000, metadata=flag("save a checkpoint every N optimizer steps (0: only at the end)"))
+    save_dir: str = field(default="checkpoints", metadata=flag("checkpoints and the final Hugging Face folder go here"))
+    keep_last: int = field(default=0, metadata=flag("keep only the newest N checkpoints (0: keep all)"))
+    save_each_epoch: bool = field(default=False, metadata=flag(
+        "also save when an epoch ends (Colossal-LLaMA's default; --skip_save_each_epoch turns it off)",
+        negations=("--skip_save_each_epoch",)))
+    config_file: Optional[str] = field(default=None, metadata=flag("where to write the effective configuration (JSON)"))
+
+
+@dataclass
+class ParallelConfig:
+    """parallelism and precision"""
+    plugin: str = field(default="ddp", metadata=flag("Booster plugin", choices=PLUGINS))
+    mixed_precision: str = field(default="bf16", metadata=flag("training precision", choices=PRECISIONS))
+    tp: int = field(default=1, metadata=flag("tensor parallel size (3d)"))
+    pp: int = field(default=1, metadata=flag("pipeline parallel size (3d)"))
+    sp: int = field(default=1, metadata=flag("sequence parallel size (3d)"))
+    sp_mode: str = field(default="split_gather", metadata=flag(
+        "sequence parallelism mode (3d)", choices=("split_gather", "ring", "all_to_all", "ring_attn")))
+    enable_sequence_parallelism: bool = field(default=False, metadata=flag(
+        "Colossal-LLaMA's switch: with split_gather/ring and --sp 1, sequence parallelism runs over the --tp ranks"))
+    zero_stage: int = field(default=0, metadata=flag("ZeRO stage inside the 3d plugin", choices=(0, 1, 2),
+                                                     aliases=("--zero",)))
+    zero_cpu_offload: bool = field(default=False, metadata=flag(
+        "offload optimizer states to CPU: 3d with --zero_stage 1/2; with zero2 it means --plugin zero2_cpu"))
+    microbatch_size: int = field(default=1, metadata=flag("pipeline micro-batch size (3d with --pp > 1)"))
+
+
+@dataclass
+class OptimConfig:
+    """optimisation"""
+    num_epochs: int = field(default=1, metadata=flag("epochs to train (unless --max_steps)"))
+    max_steps: int = field(default=0, metadata=flag(
+        "length of the run in optimizer steps, cycling epochs as needed (0: --num_epochs decides)"))
+    stop_at_step: int = field(default=0, metadata=flag(
+        "end this launch after step N with a checkpoint, as if interrupted; the schedule still spans the whole run"))
+    lr: float = field(default=3e-4, metadata=flag("peak learning rate"))
+    optimizer: str = field(default="adamw", metadata=flag("optimizer", choices=("adamw", "lionw")))
+    # 0.9/0.95 suits both: LLaMA's AdamW and BUT-FIT's LionW.
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95], metadata=flag("optimizer betas", nargs=2))
+    eps: float = field(default=1e-8, metadata=flag("AdamW epsilon"))
+    weight_decay: float = field(default=0.1, metadata=flag("not applied to norms, biases, frozen rows"))
+    lr_schedule: str = field(default="cosine", metadata=flag("LR schedule", choices=("cosine", "wsd", "constant")))
+    warmup_steps: Optional[int] = field(default=None, metadata=flag("linear warm-up steps (default: 2.5%% of the steps)"))
+    min_lr_ratio: float = field(default=0.1, metadata=flag("final LR as a fraction of --lr"))
+    decay_ratio: float = field(default=0.2, metadata=flag("wsd: fraction of the steps spent decaying"))
+    grad_clip: float = field(default=1.0, metadata=flag("max global gradient norm (0: no clipping)",
+                                                        aliases=("--gradient_clipping",)))
+    seed: int = field(default=42, metadata=flag("seed of the data order and of anything random"))
+
+    def warmup_for(self, total_steps: int) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else max(1, round(0.025 * total_steps))
+
+
+@dataclass
+class AdaptationConfig:
+    """language adaptation: freeze modes, NEFTune, LoRA, KL to the original model (Vikhr)"""
+    use_neft: bool = field(default=False, metadata=flag("NEFTune noise on input embeddings"))
+    neft_alpha: float = field(default=5.0, metadata=flag("NEFTune noise scale"))
+    freeze_non_embeds_params: bool = field(default=False, metadata=flag("train only the input embeddings and the LM head"))
+    train_new_rows_only: bool = field(default=False, metadata=flag(
+        "train only the embedding/head rows of new tokens (ids >= --new_token_start)"))
+    new_token_start: Optional[int] = field(default=None, metadata=flag(
+        "first new token id (default: the reference model's vocabulary size)"))
+    lora_rank: int = field(default=0, metadata=flag("> 0 trains LoRA adapters through booster.enable_lora"))
+    lora_alpha: float = field(default=32.0, metadata=flag("LoRA scale"))
+    lora_dropout: float = field(default=0.0, metadata=flag("LoRA dropout"))
+    lora_target_modules: List[str] = field(default_factory=lambda: list(LORA_TARGETS), metadata=flag(
+        "modules that get adapters", nargs="+"))
+    lora_train_embeddings: Optional[bool] = field(default=None, metadata=flag(
+        "also train embeddings and head (default: yes when the vocabulary grew)"))
+    kl_coef: float = field(default=0.0, metadata=flag("weight of KL(reference || model) over the original vocabulary"))
+    reference_model: Optional[str] = field(default=None, metadata=flag("frozen original model (default: --pretrained)"))
+    kl_categories: Optional[List[str]] = field(default=None, metadata=flag(
+        "categories (replay data) that get the KL term (default: all)", nargs="*"))
+
+
+@dataclass
+class GuardConfig:
+    """loss-spike guard"""
+    spike_window: int = field(default=50, metadata=flag("recent losses the median is taken over"))
+    spike_factor: float = field(default=3.0, metadata=flag("a loss above factor x median is a spike (0: off)"))
+    spike_min_history: int = field(default=10, metadata=flag("losses needed before spikes are judged"))
+    spike_rollback_after: int = field(default=3, metadata=flag("spikes since the last checkpoint that trigger a rollback"))
+    spike_lr_factor: float = field(default=0.5, metadata=flag("LR multiplier applied at each rollback"))
+
+
+@dataclass
+class LoggingConfig:
+    """logging"""
+    tensorboard_dir: Optional[str] = field(default=None, metadata=flag("tensorboard event folder (default: none)"))
+    log_interval: int = field(default=1, metadata=flag("tensorboard/console every N steps"))
+    loss_log: Optional[str] = field(default=None, metadata=flag(
+        "append one JSON line per step (step, loss, lr, ...) to this file (rank 0)"))
+    log_samples: bool = field(default=False, metadata=flag("add the dataset row indices of every step (all ranks) to --loss_log"))
+    progress: bool = field(default=True, metadata=flag("progress bar on rank 0"))
+    benchmark: bool = field(default=False, metadata=flag(
+        "Colossal-LLaMA's random-data benchmark: refused, see benchmarks/bench_training.py"))
+    num_samples: Optional[int] = field(default=None, metadata=flag("Colossal-LLaMA's --benchmark sample count (unused)"))
+
+
+GROUPS = {"model": ModelConfig, "data": DataConfig, "checkpoint": CheckpointConfig, "parallel": ParallelConfig,
+          "optim": OptimConfig, "adaptation": AdaptationConfig, "guard": GuardConfig, "logging": LoggingConfig}
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig
+    data: DataConfig
+    checkpoint: CheckpointConfig
+    parallel: ParallelConfig
+    optim: OptimConfig
+    adaptation: AdaptationConfig
+    guard: GuardConfig
+    logging: LoggingConfig
+    notes: List[str] = field(default_factory=list)  # what resolve() mapped, for the log
+
+    @classmethod
+    def from_flat(cls, values: dict) -> "TrainConfig":
+        groups = {name: group(**{f.name: values[f.name] for f in fields(group) if f.name in values})
+                  for name, group in GROUPS.items()}
+        return cls(**groups)
+
+    def flat(self) -> dict:
+        """{flag name: value}: the effective configuration (config_file, running_states.json)."""
+        values = {}
+        for name in GROUPS:
+            values.update(asdict(getattr(self, name)))
+        return dict(sorted(values.items()))
+
+    def resolve(self) -> "TrainConfig":
+        from colossal_lang.training.resolve import resolve
+
+        resolve(self)
+        return self
+
+
+def parse_train_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    from colossal_lang.cli import parse_args_with_config
+    from colossal_lang.training.flags import build_parser
+
+    namespace = vars(parse_args_with_config(build_parser(), argv))
+    namespace.pop("config", None)
+    return TrainConfig.from_flat(namespace).resolve()
+
+
+def write_config_file(config: TrainConfig, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(config.flat(), indent=2) + "\n", encoding="utf-8")
+
+
+def check_positive(values: dict) -> None:
+    for name, value in values.items():
         if value < 1:
             raise InputError(f"--{name} must be at least 1 (got {value})")
-    if args.lr <= 0:
-        raise InputError("--lr must be positive")
-    if not 0.0 <= args.min_lr_ratio <= 1.0:
-        raise InputError("--min_lr_ratio must lie in [0, 1]")
-    if min(args.max_steps, args.stop_at_step, args.save_interval, args.keep_last) < 0:
-        raise InputError("--max_steps, --stop_at_step, --save_interval and --keep_last cannot be negative")
-    if args.plugin != "3d" and (args.tp > 1 or args.pp > 1 or args.sp > 1 or args.zero_stage):
-        raise InputError(f"--tp/--pp/--sp/--zero_stage need --plugin 3d (got --plugin {args.plugin})")
-    if args.freeze_non_embeds_params and args.train_new_rows_only:
-        raise InputError("choose one of --freeze_non_embeds_params and --train_new_rows_only")
-    if args.lora_rank and (args.freeze_non_embeds_params or args.train_new_rows_only):
-        raise InputError("LoRA (--lora_rank) cannot be combined with the freeze modes")
-    if args.kl_coef < 0:
-        raise InputError("--kl_coef cannot be negative")
-    if args.betas is None:  # 0.9/0.95 suits both: LLaMA's AdamW and BUT-FIT's LionW
-        args.betas = [0.9, 0.95]
-    if args.tokenizer_dir is None:
-        args.tokenizer_dir = args.pretrained
-    for flag in ("pretrained", "tokenizer_dir"):
-        if not Path(getattr(args, flag)).is_dir():
-            raise InputError(f"--{flag} folder not found", getattr(args, flag))
-
-
-def effective_config(args: argparse.Namespace) -> dict:
-    return {key: value for key, value in sorted(vars(args).items())}
-
-
-def write_config_file(args: argparse.Namespace, path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(effective_config(args), indent=2) + "\n", encoding="utf-8")

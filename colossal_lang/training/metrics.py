@@ -111,3 +111,72 @@ class MetricsWriter:
             self.tensorboard.close()
         if self.loss_log is not None:
             self.loss_log.close()
+
+
+EVENT_MESSAGES = {"fp16_overflow": "fp16 gradient overflow, step skipped by the plugin",
+                  "not_finite_after_step": "non-finite gradients reached the weights in the plugin's step"}
+
+
+class StepLogger:
+    """Turns each StepRecord into the step log's line, tensorboard scalars, console messages and the progress bar.
+
+    Rank 0 writes; every rank keeps the history (train() returns it) and the tokens seen per category.
+    """
+
+    def __init__(self, logging_config, total_steps: int, start_step: int, is_master: bool, hf_config, total_params: int,
+                 world_size: int, precision: str, tokens_seen: dict, log):
+        self.config = logging_config
+        self.writer = MetricsWriter(logging_config.tensorboard_dir, logging_config.loss_log, enabled=is_master)
+        self.throughput = Throughput()
+        self.peak_flops = peak_flops_per_device(precision)
+        self.hf_config, self.total_params, self.world_size = hf_config, total_params, world_size
+        self.tokens_seen = tokens_seen
+        self.history: list[dict] = []
+        self.log = log
+        self.progress = None
+        if is_master and logging_config.progress:
+            from tqdm.auto import tqdm
+
+            self.progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    def step(self, record, epoch: int, sequence_length: int, last: bool) -> dict:
+        for event in record.events:
+            self.writer.event(event)
+            default = f"{event['event']} (loss {record.loss}), batch skipped"
+            self.log(f"step {record.step}: {EVENT_MESSAGES.get(event['event'], default)}")
+        for name, count in record.stats.items():
+            if name.startswith("tokens/"):
+                self.tokens_seen[name[7:]] = self.tokens_seen.get(name[7:], 0) + count
+        line = self.line(record, epoch, sequence_length)
+        self.history.append(line)
+        if record.step % self.config.log_interval == 0 or last:
+            self.writer.scalars(record.step, {("train/" + k if "/" not in k else k): v for k, v in line.items()
+                                              if isinstance(v, (int, float)) and k not in ("step", "epoch", "skipped", "cpu_s")})
+            self.writer.event(line)
+        if self.progress is not None:
+            self.progress.set_postfix(loss=f"{record.loss:.4f}", lr=f"{record.lr:.2e}", tok_s=f"{line['tokens_per_s']:.0f}",
+                                      refresh=False)
+            self.progress.update(1)
+        return line
+
+    def line(self, record, epoch: int, sequence_length: int) -> dict:
+        stats = record.stats
+        tokens_per_s = self.throughput.tick(stats["tokens"])
+        line = {"step": record.step, "epoch": epoch, "loss": record.loss, "lr": record.lr, "grad_norm": record.grad_norm,
+                "tokens": stats["tokens"], "tokens_per_s": tokens_per_s, "cpu_s": self.throughput.cpu_seconds,
+                "skipped": record.skipped, **memory_gib()}
+        line.update({k: v for k, v in stats.items() if k.startswith("loss/") or k in ("kl", "samples")})
+        line.update({f"tokens_seen/{k}": v for k, v in self.tokens_seen.items()})
+        if self.peak_flops:
+            flops = flops_per_token(self.hf_config, sequence_length, self.total_params)
+            line["mfu"] = tokens_per_s * flops / (self.peak_flops * self.world_size)
+        return line
+
+    def event(self, event: dict) -> None:
+        """An event outside a step's own record (a rollback): the step log and tensorboard's text."""
+        self.writer.event(event)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        self.writer.close()

@@ -61,16 +61,16 @@ class LionW(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(args, groups: List[dict]) -> torch.optim.Optimizer:
+def build_optimizer(optim, groups: List[dict]) -> torch.optim.Optimizer:
     """AdamW (HybridAdam when a GPU or a ZeRO/Gemini plugin is used), or LionW."""
-    betas = tuple(args.betas)
-    if args.optimizer == "lionw":
-        return LionW(groups, lr=args.lr, betas=betas, weight_decay=args.weight_decay)
+    betas = tuple(optim.betas)
+    if optim.optimizer == "lionw":
+        return LionW(groups, lr=optim.lr, betas=betas, weight_decay=optim.weight_decay)
     if torch.cuda.is_available():
         from colossalai.nn.optimizer import HybridAdam
 
-        return HybridAdam(groups, lr=args.lr, betas=betas, eps=args.eps, weight_decay=args.weight_decay, adamw_mode=True)
-    return torch.optim.AdamW(groups, lr=args.lr, betas=betas, eps=args.eps, weight_decay=args.weight_decay)
+        return HybridAdam(groups, lr=optim.lr, betas=betas, eps=optim.eps, weight_decay=optim.weight_decay, adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=betas, eps=optim.eps, weight_decay=optim.weight_decay)
 
 
 class WarmupDecay:
@@ -113,8 +113,7 @@ class WarmupDecay:
         return 1.0 - (1 - self.min_lr_ratio) * progress
 
 
-def build_scheduler(args, optimizer, total_steps: int) -> LambdaLR:
+def build_scheduler(optim, optimizer, total_steps: int) -> LambdaLR:
     """torch's LambdaLR over WarmupDecay: Colossal-AI's CosineAnnealingWarmupLR has no final ratio, wsd or scale."""
-    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, round(0.025 * total_steps))
-    schedule = WarmupDecay(args.lr_schedule, total_steps, warmup, args.min_lr_ratio, args.decay_ratio)
+    schedule = WarmupDecay(optim.lr_schedule, total_steps, optim.warmup_for(total_steps), optim.min_lr_ratio, optim.decay_ratio)
     return LambdaLR(optimizer, schedule)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from colossal_lang.errors import InputError
+from colossal_lang.io.dtypes import PRECISION_DTYPES as DTYPES
+
+
+def flat_view(config) -> argparse.Namespace:
+    """The checks below read across groups (precision, adaptation, batch): one flat view of them, read-only."""
+    return argparse.Namespace(**config.flat())
 
 
 def flash_attn_available() -> bool:
@@ -25,8 +33,11 @@ def apex_available() -> bool:
     return True
 
 
-def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -> None:
-    """Raise InputError for combinations the chosen plugin, device or model cannot run."""
+def check_plugin(config, world_size: int, model_config=None) -> None:
+    """Raise InputError for combinations the chosen plugin, device or model cannot run (config: a TrainConfig)."""
+    args = flat_view(config)
+    if args.plugin != "3d" and (args.tp > 1 or args.pp > 1 or args.sp > 1 or args.zero_stage):
+        raise InputError(f"--tp/--pp/--sp/--zero_stage need --plugin 3d (got --plugin {args.plugin})")
     cuda = torch.cuda.is_available()
     if args.plugin != "ddp" and not cuda:
         raise InputError(f"--plugin {args.plugin} needs CUDA; on CPU only --plugin ddp runs (over gloo)")
@@ -92,59 +103,112 @@ def check_plugin(args: argparse.Namespace, world_size: int, model_config=None) -
             raise InputError(f"--pp {args.pp} exceeds the {layers} decoder layers")
 
 
-def make_plugin(args: argparse.Namespace):
-    """The Booster plugin for --plugin, configured for precision, clipping and parallel sizes."""
+@dataclass(frozen=True)
+class PluginTraits:
+    """What the chosen plugin does, asked by the loop, setup, step and checkpoints instead of comparing names."""
+    name: str
+    clips_gradients: bool  # its optimizer clips, and measures the norm, inside step(); else the loop clips
+    param_dtype: torch.dtype  # the dtype the model is built in (ddp: fp32 master weights; others cast themselves)
+    autocast_dtype: Optional[torch.dtype]  # the loop runs forward passes under torch.autocast in this dtype
+    amp_scaler: bool  # ddp + fp16: the booster's torch AMP GradScaler sits in the optimizer wrapper
+    booster_mixed_precision: Optional[str]  # what Booster(mixed_precision=...) gets
+    pipeline: bool  # Colossal-AI's schedule runs forward and backward (3d, --pp > 1)
+    model_parallel: bool  # shardformer: its own loss from labels, its own masks, data-parallel groups of its own
+    shards_model: bool  # weights live sharded: the final folder is gathered through the booster
+    no_sync: bool  # a backward can skip the gradient all-reduce (accumulation)
+    no_sync_on_inner_model: bool  # booster.no_sync wants the innermost wrapper (ddp under fp16's AMP wrapper)
+    sequence_multiple: int  # the sequence length must be a multiple of this (sequence parallelism)
+
+
+def plugin_traits(config, supports_no_sync: bool = True) -> PluginTraits:
+    parallel = config.parallel
+    name, precision = parallel.plugin, parallel.mixed_precision
+    ddp, hybrid = name == "ddp", name == "3d"
+    return PluginTraits(
+        name=name, clips_gradients=not ddp,
+        param_dtype=torch.float32 if ddp else DTYPES[precision],
+        autocast_dtype=DTYPES[precision] if ddp and precision == "bf16" else None,
+        amp_scaler=ddp and precision == "fp16", booster_mixed_precision="fp16" if ddp and precision == "fp16" else None,
+        pipeline=hybrid and parallel.pp > 1, model_parallel=hybrid, shards_model=not ddp,
+        # HybridParallelPlugin.support_no_sync() says True but its no_sync asserts zero_stage != 2
+        # (hybrid_parallel_plugin.py:1276, 1501).
+        no_sync=supports_no_sync and not (hybrid and parallel.zero_stage == 2),
+        no_sync_on_inner_model=ddp, sequence_multiple=sequence_multiple(parallel),
+    )
+
+
+def make_plugin(config):
+    """The Booster plugin for --plugin, configured for precision, clipping and parallel sizes, and its traits."""
+    plugin = build_plugin(config)
+    return plugin, plugin_traits(config, supports_no_sync=bool(plugin.support_no_sync()))
+
+
+def build_plugin(config):
     from colossalai.booster.plugin import GeminiPlugin, HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
 
-    precision = args.mixed_precision
-    if args.plugin == "ddp":
+    parallel, max_norm = config.parallel, config.optim.grad_clip
+    precision = parallel.mixed_precision
+    if parallel.plugin == "ddp":
         # Precision and clipping are the loop's job here: fp32 master weights + autocast, clipping on all grads.
-        return TorchDDPPlugin(find_unused_parameters=bool(args.lora_rank), broadcast_buffers=False)
-    if args.plugin in ("gemini", "gemini_auto"):
+        return TorchDDPPlugin(find_unused_parameters=bool(config.adaptation.lora_rank), broadcast_buffers=False)
+    if parallel.plugin in ("gemini", "gemini_auto"):
         return GeminiPlugin(
-            placement_policy="static" if args.plugin == "gemini" else "auto",
-            precision=precision, initial_scale=2**16, max_norm=args.grad_clip,
-            enable_gradient_accumulation=args.accumulation_steps > 1,
-            enable_flash_attention=args.use_flash_attn,
+            placement_policy="static" if parallel.plugin == "gemini" else "auto",
+            precision=precision, initial_scale=2**16, max_norm=max_norm,
+            enable_gradient_accumulation=config.data.accumulation_steps > 1,
+            enable_flash_attention=config.model.use_flash_attn,
         )
-    if args.plugin in ("zero2", "zero2_cpu"):
-        return LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=args.grad_clip,
-                                  cpu_offload=args.plugin == "zero2_cpu")
+    if parallel.plugin in ("zero2", "zero2_cpu"):
+        return LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=max_norm,
+                                  cpu_offload=parallel.plugin == "zero2_cpu")
     return HybridParallelPlugin(
-        tp_size=args.tp, pp_size=args.pp, sp_size=args.sp,
-        enable_sequence_parallelism=args.sp > 1,
-        sequence_parallelism_mode=args.sp_mode if args.sp > 1 else None,
-        zero_stage=args.zero_stage, precision=precision, max_norm=args.grad_clip,
-        microbatch_size=args.microbatch_size if args.pp > 1 else None,
-        enable_flash_attention=args.use_flash_attn, enable_fused_normalization=apex_available(),
+        tp_size=parallel.tp, pp_size=parallel.pp, sp_size=parallel.sp,
+        enable_sequence_parallelism=parallel.sp > 1,
+        sequence_parallelism_mode=parallel.sp_mode if parallel.sp > 1 else None,
+        zero_stage=parallel.zero_stage, cpu_offload=parallel.zero_cpu_offload, precision=precision, max_norm=max_norm,
+        microbatch_size=parallel.microbatch_size if parallel.pp > 1 else None,
+        enable_flash_attention=config.model.use_flash_attn, enable_fused_normalization=apex_available(),
         initial_scale=2**16,
     )
 
 
-def sequence_multiple(args: argparse.Namespace) -> int:
+def map_parallel_flags(parallel) -> list:
+    """Colossal-LLaMA's --zero_cpu_offload and --enable_sequence_parallelism onto these plugins; returns notes."""
+    notes = []
+    if parallel.zero_cpu_offload:
+        if parallel.plugin == "zero2":
+            parallel.plugin = "zero2_cpu"
+            notes.append("--zero_cpu_offload with --plugin zero2: running --plugin zero2_cpu")
+        elif parallel.plugin == "3d" and parallel.zero_stage == 0:
+            raise InputError("--zero_cpu_offload under --plugin 3d needs --zero_stage 1 or 2")
+        elif parallel.plugin not in ("3d", "zero2_cpu"):
+            raise InputError(f"--zero_cpu_offload does not apply to --plugin {parallel.plugin}: use --plugin zero2_cpu, "
+                             "gemini_auto, or 3d with --zero_stage 1/2")
+    if parallel.enable_sequence_parallelism and parallel.sp == 1:
+        if parallel.plugin != "3d":
+            raise InputError("--enable_sequence_parallelism needs --plugin 3d")
+        if parallel.sp_mode not in ("split_gather", "ring"):
+            raise InputError(f"--sp_mode {parallel.sp_mode} runs on ranks of its own: set --sp N instead of "
+                             "--enable_sequence_parallelism")
+        if parallel.tp == 1:
+            raise InputError(f"--sp_mode {parallel.sp_mode} runs sequence parallelism over the TP ranks: it needs --tp > 1")
+        parallel.sp = parallel.tp
+        notes.append(f"--enable_sequence_parallelism: --sp {parallel.sp} (the --tp ranks, --sp_mode {parallel.sp_mode})")
+    return notes
+
+
+def sequence_multiple(parallel) -> int:
     """What the sequence length must be a multiple of for sequence parallelism to split it evenly (1: no SP)."""
-    if args.plugin != "3d" or args.sp <= 1:
+    if parallel.plugin != "3d" or parallel.sp <= 1:
         return 1
-    if args.sp_mode in ("split_gather", "ring"):
-        return args.tp
-    return 2 * args.sp if args.sp_mode == "ring_attn" else args.sp  # zigzag ring attention cuts 2 x sp chunks
+    if parallel.sp_mode in ("split_gather", "ring"):
+        return parallel.tp
+    return 2 * parallel.sp if parallel.sp_mode == "ring_attn" else parallel.sp  # zigzag ring attention cuts 2 x sp chunks
 
 
-def plugin_clips_gradients(args: argparse.Namespace) -> bool:
-    """Whether the plugin's optimizer clips (and reports the norm) itself."""
-    return args.plugin != "ddp"
-
-
-def booster_mixed_precision(args: argparse.Namespace):
-    """The Booster-level mixed precision for plugins that leave precision to it (ddp + fp16: torch AMP + scaler)."""
-    if args.plugin == "ddp" and args.mixed_precision == "fp16":
-        return "fp16"
-    return None
-
-
-def data_parallel_info(plugin, args: argparse.Namespace, world_size: int, rank: int) -> tuple[int, int]:
+def data_parallel_info(plugin, traits: PluginTraits, world_size: int, rank: int) -> tuple[int, int]:
     """(data-parallel size, this process's data-parallel rank)."""
-    if args.plugin == "3d":
+    if traits.model_parallel:
         group = plugin.dp_group
         return torch.distributed.get_world_size(group), torch.distributed.get_rank(group)
     return world_size, rank

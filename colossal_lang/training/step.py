@@ -16,7 +16,9 @@ import torch
 import torch.distributed as dist
 
 from colossal_lang.errors import InputError
+from colossal_lang.testing import faults
 from colossal_lang.training import boosted
+from colossal_lang.training.plugins import PluginTraits
 from colossal_lang.training.losses import kl_to_reference_sums, loss_token_count, token_loss_sums
 
 
@@ -26,6 +28,7 @@ class StepContext:
     model: torch.nn.Module
     optimizer: object
     device: torch.device
+    traits: PluginTraits
     autocast: object  # a callable returning a context manager
     dp_size: int
     dp_group: Optional[object]
@@ -34,21 +37,18 @@ class StepContext:
     kl_coef: float = 0.0
     kl_categories: Optional[set] = None
     original_vocab_size: int = 0
-    uses_model_loss: bool = False  # 3d: shardformer computes a (vocab-parallel) loss from labels
-    pipeline: bool = False
     pp_group: Optional[object] = None  # with pipeline: the loss lives on the last stage only
     num_microbatches: int = 1
     vocab_rows: int = 0  # embedding rows: a token id at or above them means data and model do not match
-    plugin_name: str = "ddp"
-    zero_stage: int = 0
 
 
 def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
-def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bool = False, log_samples: bool = False) -> dict:
-    """Run forward and backward on every micro-batch; return global sums (identical on every rank)."""
+def forward_backward(ctx: StepContext, micro_batches: List[dict], step: int, log_samples: bool = False) -> dict:
+    """Run forward and backward on every micro-batch of global step `step`; return global sums (identical on every rank)."""
+    inject_nan = faults.armed("nan_loss", step)  # (tests)
     num_categories = len(ctx.categories)
     category_index = {name: i for i, name in enumerate(ctx.categories)}
     local_tokens = sum(int(loss_token_count(mb["labels"])) for mb in micro_batches)
@@ -69,20 +69,18 @@ def forward_backward(ctx: StepContext, micro_batches: List[dict], inject_nan: bo
 
     # [loss sum, kl sum, per-category loss sums..., per-category token counts...]
     sums = torch.zeros(2 + 2 * num_categories, dtype=torch.float64)
-    can_sync = boosted.supports_no_sync(ctx.booster, ctx.plugin_name, ctx.zero_stage)
     for index, micro_batch in enumerate(micro_batches):
         inputs = _to_device(micro_batch, ctx.device)
         labels = inputs.pop("labels")
         last = index == len(micro_batches) - 1
-        sync = nullcontext() if (last or not can_sync) else boosted.no_sync(ctx.booster, ctx.model, ctx.optimizer,
-                                                                            ctx.plugin_name, ctx.zero_stage)
+        sync = nullcontext() if last else boosted.no_sync(ctx.booster, ctx.model, ctx.optimizer, ctx.traits)
         with sync:
-            if ctx.pipeline:
+            if ctx.traits.pipeline:
                 loss_sum = _pipeline_step(ctx, inputs, labels, scale)
                 sums[0] += loss_sum
                 continue
             with ctx.autocast():
-                if ctx.uses_model_loss:
+                if ctx.traits.model_parallel:  # shardformer computes a (vocab-parallel) loss from labels
                     outputs = ctx.model(**inputs, labels=labels)
                     n = loss_token_count(labels)
                     loss_sum = outputs.loss.float() * n
@@ -156,12 +154,12 @@ def _pipeline_step(ctx: StepContext, inputs: dict, labels: torch.Tensor, scale: 
     return torch.zeros((), dtype=torch.float64)
 
 
-def clip_and_norm(ctx: StepContext, max_norm: float, plugin_clips: bool) -> Optional[float]:
-    """ddp: clip all gradients here and return their global norm. Other plugins clip inside optimizer.step():
-    None here, and `boosted.plugin_optimizer_step` returns it."""
-    if plugin_clips:
+def clip_and_norm(ctx: StepContext, max_norm: float) -> Optional[float]:
+    """Plugins that do not clip inside optimizer.step() (ddp): clip all gradients here and return their global
+    norm. The others: None here, and `boosted.plugin_optimizer_step` returns it."""
+    if ctx.traits.clips_gradients:
         return None
-    if getattr(ctx.optimizer, "scaler", None) is not None:
+    if ctx.traits.amp_scaler:
         ctx.optimizer.unscale_grad()
     params = [p for p in ctx.model.parameters() if p.requires_grad and p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.prepared import read_texts, write_prepared_dataset
+from colossal_lang.testing.faults import ENVIRONMENT as FAULTS
+from colossal_lang.testing.prepared import read_texts, write_prepared_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -28,15 +29,17 @@ def torchrun_command(nproc: int, script_args: list, script: str = "train.py") ->
             str(REPO_ROOT / script), *map(str, script_args)]
 
 
-def environment() -> dict:
+def environment(faults: str = "") -> dict:
+    """The workers' environment; `faults` arms colossal_lang.testing.faults (e.g. "save_kill@4")."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), TOKENIZERS_PARALLELISM="false")
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env[FAULTS] = faults
     return env
 
 
-def run_training(nproc: int, args: list, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+def run_training(nproc: int, args: list, timeout: int = 300, check: bool = True, faults: str = "") -> subprocess.CompletedProcess:
     """train.py under torchrun with `nproc` CPU workers over gloo (real processes)."""
-    result = subprocess.run(torchrun_command(nproc, args), cwd=REPO_ROOT, env=environment(),
+    result = subprocess.run(torchrun_command(nproc, args), cwd=REPO_ROOT, env=environment(faults),
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
@@ -44,8 +47,10 @@ def run_training(nproc: int, args: list, timeout: int = 300, check: bool = True)
 
 
 def run_many(runs: list, timeout: int = 400) -> subprocess.CompletedProcess:
-    """Several single-process trainings in one interpreter (one import of torch/colossalai for all)."""
-    spec = json.dumps([list(map(str, argv)) for argv in runs])
+    """Several single-process trainings in one interpreter (one import of torch/colossalai for all); a run is an
+    argv list, or (argv, faults) to arm colossal_lang.testing.faults for that run only."""
+    runs = [run if isinstance(run, tuple) else (run, "") for run in runs]
+    spec = json.dumps([{"argv": list(map(str, argv)), "faults": faults} for argv, faults in runs])
     result = subprocess.run(torchrun_command(1, [spec], script="tests/training/run_many.py"), cwd=REPO_ROOT,
                             env=environment(), capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:

@@ -54,9 +54,18 @@ def test_ddp_fp16_accumulation_gets_the_inner_ddp_no_sync(process_group, tiny_mo
         booster.no_sync(model, optimizer)
     ddp = boosted.innermost_wrapper(model).module  # torch DistributedDataParallel
     assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
-    with boosted.no_sync(booster, model, optimizer, "ddp", 0):
+    with boosted.no_sync(booster, model, optimizer, traits("ddp", "fp16")):
         assert ddp.require_backward_grad_sync is False
     assert ddp.require_backward_grad_sync is True
+
+
+def traits(plugin: str, precision: str, zero_stage: int = 0, supports_no_sync: bool = True):
+    """The traits make_plugin returns with the plugin, from the settings alone."""
+    from colossal_lang.training.config import TrainConfig
+    from colossal_lang.training.plugins import plugin_traits
+
+    config = TrainConfig.from_flat({"plugin": plugin, "mixed_precision": precision, "zero_stage": zero_stage})
+    return plugin_traits(config, supports_no_sync=supports_no_sync)
 
 
 def test_ddp_fp16_lora_unwraps_to_the_peft_model_for_the_merge(process_group, tiny_model_dir):
@@ -64,10 +73,9 @@ def test_ddp_fp16_lora_unwraps_to_the_peft_model_for_the_merge(process_group, ti
 
     booster, model = fp16_ddp(tiny_model(tiny_model_dir))
     from colossal_lang.training.adaptation import lora_config
-    from colossal_lang.training.config import build_parser
+    from colossal_lang.training.config import AdaptationConfig
 
-    args = build_parser().parse_args(["--pretrained", "x", "--dataset", "y", "--lora_rank", "2"])
-    model = booster.enable_lora(model, lora_config=lora_config(args, vocabulary_grew=False))
+    model = booster.enable_lora(model, lora_config=lora_config(AdaptationConfig(lora_rank=2), vocabulary_grew=False))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -86,6 +94,7 @@ def test_3d_zero2_never_enters_no_sync(process_group):
     assert booster.plugin.support_no_sync()  # it says yes ...
     with pytest.raises(AssertionError, match="ZERO2 is not compatible with no_sync"):
         booster.no_sync(None, None)  # ... and refuses
-    assert not boosted.supports_no_sync(booster, "3d", 2)
-    assert boosted.supports_no_sync(booster, "3d", 1)
-    assert isinstance(boosted.no_sync(booster, None, None, "3d", 2), type(boosted.nullcontext()))
+    supports = booster.plugin.support_no_sync()
+    assert not traits("3d", "bf16", zero_stage=2, supports_no_sync=supports).no_sync
+    assert traits("3d", "bf16", zero_stage=1, supports_no_sync=supports).no_sync
+    assert isinstance(boosted.no_sync(booster, None, None, traits("3d", "bf16", zero_stage=2)), type(boosted.nullcontext()))

@@ -30,9 +30,9 @@ def test_latest_ignores_incomplete_and_staging_folders(tmp_path):
 def test_config_file_sets_flags_and_the_command_line_overrides(tiny_model_dir, tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text(f"pretrained: {tiny_model_dir}\ndataset: [a, b]\nlr: 0.001\nbatch_size: 8\noptimizer: lionw\n")
-    args = parse_train_args(["--config", str(config), "--batch_size", "4"])
-    assert args.lr == 0.001 and args.batch_size == 4 and args.dataset == ["a", "b"] and args.optimizer == "lionw"
-    assert args.tokenizer_dir == str(tiny_model_dir)
+    config = parse_train_args(["--config", str(config), "--batch_size", "4"])
+    assert config.optim.lr == 0.001 and config.data.batch_size == 4 and config.data.dataset == ["a", "b"]
+    assert config.optim.optimizer == "lionw" and config.model.tokenizer_dir == str(tiny_model_dir)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -102,7 +102,7 @@ def test_sequence_parallel_padding_multiple(tiny_model_dir):
     from colossal_lang.training.plugins import sequence_multiple
 
     def multiple(*flags):
-        return sequence_multiple(parse_train_args(["--pretrained", str(tiny_model_dir), "--dataset", "x", *flags]))
+        return sequence_multiple(parse_train_args(["--pretrained", str(tiny_model_dir), "--dataset", "x", *flags]).parallel)
 
     assert multiple() == 1
     assert multiple("--plugin", "3d", "--tp", "4", "--sp", "4") == 4  # split_gather: over the TP ranks
@@ -132,8 +132,8 @@ def test_save_failure_leaves_the_previous_checkpoint_usable(uninterrupted, tiny_
     save_dir = tmp_path / "disk-full"
     save_dir.mkdir()
     shutil.copytree(uninterrupted / "epoch-0_step-4", save_dir / "epoch-0_step-4")
-    failed = run_training(1, base_args(tiny_model_dir, packed_dataset, save_dir, load_checkpoint="latest",
-                                       inject_save_failure_at_step=6), check=False)
+    failed = run_training(1, base_args(tiny_model_dir, packed_dataset, save_dir, load_checkpoint="latest"),
+                          check=False, faults="save_disk_full@6")
     assert failed.returncode != 0 and "No space left on device" in failed.stderr + failed.stdout
     assert (save_dir / ".staging-epoch-0_step-6").exists() and not (save_dir / "epoch-0_step-6").exists()
     assert checkpoint.latest_checkpoint(save_dir).name == "epoch-0_step-4"

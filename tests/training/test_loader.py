@@ -144,8 +144,8 @@ def test_load_prepared_dataset_concatenates_buckets_and_checks_manifests(packed_
 def test_a_curriculum_dataset_is_trained_in_its_stored_order(packed_dataset, tmp_path):
     """--order curriculum at preparation: the training sampler keeps the rows' order instead of shuffling."""
     import shutil
-    from types import SimpleNamespace
 
+    from colossal_lang.training.config import DataConfig
     from colossal_lang.training.setup import build_loader
 
     curriculum = tmp_path / "curriculum"
@@ -153,13 +153,11 @@ def test_a_curriculum_dataset_is_trained_in_its_stored_order(packed_dataset, tmp
     manifest = json.loads((curriculum / "manifest.json").read_text())
     manifest["order"] = "curriculum"
     (curriculum / "manifest.json").write_text(json.dumps(manifest))
-    args = SimpleNamespace(seed=1, batch_size=2, accumulation_steps=1, attention="auto", plugin="ddp",
-                           use_flash_attn=False, num_workers=0, tokenizer_dir="unused")
-    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=0)
     orders = {}
     for name, folder in (("shuffle", packed_dataset), ("curriculum", curriculum)):
         prepared = load_prepared_dataset([str(folder)])
-        _, sampler = build_loader(args, prepared, tokenizer, dp_size=1, dp_rank=0)
+        _, sampler = build_loader(DataConfig(batch_size=2), prepared, pad_id=0, attention="doc_causal", multiple=1,
+                                  dp_size=1, dp_rank=0, seed=1)
         orders[name] = list(sampler)
     assert orders["curriculum"] == list(range(len(orders["curriculum"])))
     assert orders["shuffle"] != orders["curriculum"]
@@ -168,23 +166,15 @@ def test_a_curriculum_dataset_is_trained_in_its_stored_order(packed_dataset, tmp
         load_prepared_dataset([str(curriculum), str(packed_dataset)])
 
 
-def loader_args(batch_size=1, seed=1):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(seed=seed, batch_size=batch_size, accumulation_steps=1, attention="auto", plugin="ddp",
-                           use_flash_attn=False, num_workers=0, tokenizer_dir="unused")
-
-
 def rows_read(prepared, dp_size: int, consumed: int = 0, steps: int = None) -> list:
     """Dataset rows the `dp_size` ranks' real loaders feed from `consumed` on, step by step (global order)."""
-    from types import SimpleNamespace
-
+    from colossal_lang.training.config import DataConfig
     from colossal_lang.training.setup import build_loader
 
-    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=0)
     loaders = []
     for rank in range(dp_size):
-        loader, sampler = build_loader(loader_args(), prepared, tokenizer, dp_size=dp_size, dp_rank=rank)
+        loader, sampler = build_loader(DataConfig(batch_size=1), prepared, pad_id=0, attention="doc_causal", multiple=1,
+                                       dp_size=dp_size, dp_rank=rank, seed=1)
         sampler.set_position(0, consumed)
         loaders.append(loader)
     rows = []

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from colossal_lang.training.config import OptimConfig
 from colossal_lang.training.losses import kl_to_reference_sums, token_loss_sums
 from colossal_lang.training.optim import LionW, WarmupDecay, build_scheduler, parameter_groups
 
@@ -33,7 +33,7 @@ def test_wsd_schedule_values():
 
 def test_scheduler_lr_and_scale_survive_state_dict():
     param = torch.nn.Parameter(torch.zeros(2))
-    args = SimpleNamespace(warmup_steps=2, lr_schedule="cosine", min_lr_ratio=0.1, decay_ratio=0.2)
+    args = OptimConfig(warmup_steps=2, lr_schedule="cosine", min_lr_ratio=0.1, decay_ratio=0.2)
     optimizer = torch.optim.SGD([param], lr=1.0)
     scheduler = build_scheduler(args, optimizer, total_steps=10)
     for _ in range(4):

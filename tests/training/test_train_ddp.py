@@ -71,8 +71,8 @@ def test_sigkill_then_resume_reproduces_the_loss_sequence(uninterrupted, tiny_mo
 
     resume_step = int(latest_checkpoint(save_dir).name.split("step-")[1])
     kill_step = resume_step + 2
-    crashed = run_training(2, base_args(tiny_model_dir, packed_dataset, save_dir, load_checkpoint="latest",
-                                        inject_kill_during_save_at_step=kill_step), check=False)
+    crashed = run_training(2, base_args(tiny_model_dir, packed_dataset, save_dir, load_checkpoint="latest"),
+                           check=False, faults=f"save_kill@{kill_step}")
     assert crashed.returncode != 0 and "resumed from" in crashed.stdout
     assert (save_dir / f".staging-epoch-0_step-{kill_step}" / "modeling").is_dir()
     assert not (save_dir / f"epoch-0_step-{kill_step}").exists()

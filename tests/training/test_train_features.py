@@ -37,14 +37,16 @@ def runs(uninterrupted, tiny_model_dir, small_vocabulary_model, packed_dataset, 
                                    accumulation_steps=1, use_neft=False, save_interval=0),
         "batch1_accum2": base_args(model, ragged_dataset, root / "batch1_accum2", max_steps=3, batch_size=1,
                                    accumulation_steps=2, use_neft=False, save_interval=0),
-        "nan_and_kl": base_args(model, data, root / "nan_and_kl", max_steps=4, kl_coef=1.0, inject_nan_at_step=2,
-                                use_neft=False, save_interval=0),
+        "nan_and_kl": (base_args(model, data, root / "nan_and_kl", max_steps=4, kl_coef=1.0, use_neft=False,
+                                 save_interval=0), "nan_loss@2"),
         "rollback": base_args(model, data, root / "rollback", max_steps=6, spike_factor=0.5, spike_min_history=2,
                               spike_rollback_after=2, spike_lr_factor=0.5, lr_schedule="constant", warmup_steps=0,
                               keep_last=2),
         "bf16_lionw_wsd": base_args(model, data, root / "bf16_lionw_wsd", max_steps=5, mixed_precision="bf16",
                                     optimizer="lionw", lr=1e-2, weight_decay=0.0, lr_schedule="wsd", decay_ratio=0.4,
                                     warmup_steps=1, min_lr_ratio=0.1, save_interval=0),
+        "each_epoch": base_args(model, ragged_dataset, root / "each_epoch", max_steps=False, num_epochs=2, batch_size=8,
+                                save_interval=0, save_each_epoch=None, use_neft=False),
         "lora": base_args(model, data, root / "lora", max_steps=2, lora_rank=4, use_neft=False),
         "lora_embeddings": base_args(model, data, root / "lora_embeddings", max_steps=2, lora_rank=4, use_neft=False,
                                      new_token_start=1000, save_interval=0),  # vocabulary grew: embeddings train
@@ -181,6 +183,16 @@ def test_neftune_noise_reaches_the_embeddings_lora_trains(runs):
     noisy = step_records(runs["lora_embeddings_neft"] / "log.jsonl")[0]
     assert plain["samples"] == noisy["samples"]
     assert noisy["loss"] != pytest.approx(plain["loss"], rel=1e-6)
+
+
+def test_save_each_epoch_saves_when_an_epoch_ends(runs):
+    """Colossal-LLaMA saves at every epoch's end (unless --skip_save_each_epoch): 40 rows, 8 per step, 2 epochs."""
+    reasons = {p.name: json.loads((p / "running_states.json").read_text())["reason"]
+               for p in runs["each_epoch"].glob("epoch-*")}
+    assert reasons == {"epoch-1_step-5": "epoch", "epoch-1_step-10": "end"}  # the last epoch's end is the run's
+    states = json.loads((runs["each_epoch"] / "epoch-1_step-5" / "running_states.json").read_text())
+    assert states["consumed_samples"] == 0  # the next epoch starts afresh
+    assert [r["epoch"] for r in step_records(runs["each_epoch"] / "log.jsonl")] == [0] * 5 + [1] * 5
 
 
 def test_data_from_another_tokenizer_is_refused(runs):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # colossal_lang/testing/ -> the repository
 PRETRAIN = REPO_ROOT / "data" / "pretrain"
 
 

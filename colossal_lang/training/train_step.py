@@ -1,0 +1,78 @@
+"""One optimizer step, and the record of what happened in it (loss, gradient norm, the guard's verdict).
+
+forward/backward over the micro-batches → clip (where the loop clips) → the spike guard judges loss and norm →
+optimizer step, or the batch is skipped → the LR schedule moves on either way (data and step always advance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from colossal_lang.training import adaptation, boosted
+from colossal_lang.training.spike_guard import OK, SpikeGuard
+from colossal_lang.training.step import StepContext, clip_and_norm, forward_backward
+
+FP16_OVERFLOW = "fp16_overflow"
+
+
+@dataclass
+class StepRecord:
+    step: int  # the global step this was, counted from 1
+    loss: float
+    grad_norm: Optional[float]
+    lr: float  # the LR the step ran with
+    verdict: str  # ok, not_finite, spike (the guard's), fp16_overflow (the plugin skipped the step)
+    diverged: bool = False  # the plugin's step applied non-finite gradients: the weights must be rolled back
+    stats: dict = field(default_factory=dict)  # forward_backward's global sums (tokens, per-category losses, ...)
+    events: List[dict] = field(default_factory=list)  # for the step log, before the step's own line
+
+    @property
+    def skipped(self) -> bool:
+        return self.verdict != OK or self.diverged
+
+
+@dataclass
+class NewRows:
+    """--train_new_rows_only: the row-masked matrices, their first trained row, and the decay they get by hand."""
+    matrices: list
+    start: Optional[int]
+    weight_decay: float
+
+
+def train_step(ctx: StepContext, micro_batches: List[dict], step: int, guard: SpikeGuard, lr_scheduler,
+               grad_clip: float, new_rows: NewRows, log_samples: bool = False) -> StepRecord:
+    ctx.model.train()
+    stats = forward_backward(ctx, micro_batches, step, log_samples=log_samples)
+    grad_norm = clip_and_norm(ctx, grad_clip)
+    lr = lr_scheduler.get_last_lr()[0]
+    record = StepRecord(step, stats["loss"], grad_norm, lr, guard.judge(step, stats["loss"], grad_norm), stats=stats)
+    if record.verdict == OK:
+        if new_rows.matrices:
+            adaptation.decay_new_rows(new_rows.matrices, new_rows.start, lr, new_rows.weight_decay)
+        optimizer_step(ctx, record)
+    else:
+        if ctx.traits.amp_scaler:  # the skipped step still tells the loss scaler what it saw
+            ctx.optimizer.scaler.update()
+        record.events.append(guard.events[-1])
+    boosted.reset_gradient_accumulation(ctx.optimizer)
+    ctx.optimizer.zero_grad()
+    lr_scheduler.step()
+    return record
+
+
+def optimizer_step(ctx: StepContext, record: StepRecord) -> None:
+    """optimizer.step(); plugins that clip inside it report the norm, an fp16 overflow, or non-finite gradients."""
+    if not ctx.traits.clips_gradients:
+        ctx.optimizer.step()
+        return
+    record.grad_norm, overflow = boosted.plugin_optimizer_step(ctx.optimizer)
+    if overflow:  # fp16: the plugin skipped the step itself and lowered the loss scale
+        record.verdict = FP16_OVERFLOW
+        record.events.append({"step": record.step, "event": FP16_OVERFLOW, "loss": record.loss})
+    elif not boosted.finite(record.grad_norm):
+        # A finite loss with inf/NaN gradients (bf16/fp32 plugins do not check): the step has already applied
+        # them, so the weights must come back from the last checkpoint.
+        record.diverged = True
+        record.events.append({"step": record.step, "event": "not_finite_after_step", "loss": record.loss,
+                              "grad_norm": repr(record.grad_norm)})
