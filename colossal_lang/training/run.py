@@ -142,7 +142,7 @@ def assemble_run(config: TrainConfig, hf_config, prepared, tokenizer, lock: Opti
     attention = setup.collator_attention(config.model, prepared, traits)
     loader, sampler = setup.build_loader(config.data, prepared, pad_id, attention,
                                          setup.padding_multiple(config.data, prepared, traits), dp_size, dp_rank,
-                                         config.optim.seed)
+                                         config.optim.seed, setup.mask_dtype(hf_config, traits))
     # --max_steps sets the run's length (cycling through epochs as needed); otherwise --num_epochs does.
     optim = config.optim
     total_steps = optim.max_steps or sampler.steps_per_epoch * optim.num_epochs

@@ -113,8 +113,22 @@ def padding_multiple(data: DataConfig, prepared: PreparedDataset, traits: Plugin
     return multiple
 
 
+# Decoder layers that add a sliding window to the 4D mask with torch.finfo(mask.dtype) (transformers 4.51.3
+# modeling_gemma3.py:398, modeling_gemma2.py likewise): they need an additive float mask, not a bool one.
+ADDITIVE_MASK_MODEL_TYPES = ("gemma2", "gemma3", "gemma3_text")
+
+
+def mask_dtype(hf_config, traits: PluginTraits) -> torch.dtype:
+    """A bool 4D mask suits SDPA under any compute dtype; sliding-window Gemma layers get an additive mask in
+    the dtype their attention computes in (autocast's, else the parameters')."""
+    model_type = getattr(getattr(hf_config, "text_config", None) or hf_config, "model_type", "")
+    if model_type in ADDITIVE_MASK_MODEL_TYPES:
+        return traits.autocast_dtype or traits.param_dtype
+    return torch.bool
+
+
 def build_loader(data: DataConfig, prepared: PreparedDataset, pad_id: int, attention: str, multiple: int,
-                 dp_size: int, dp_rank: int, seed: int):
+                 dp_size: int, dp_rank: int, seed: int, attention_mask_dtype: torch.dtype = torch.bool):
     sampler = ResumableSampler(len(prepared.dataset), dp_size, dp_rank, seed,
                                global_batch_size=data.batch_size * dp_size * data.accumulation_steps,
                                shuffle=not prepared.curriculum,  # a curriculum's order is the point of it
@@ -122,8 +136,7 @@ def build_loader(data: DataConfig, prepared: PreparedDataset, pad_id: int, atten
     if sampler.steps_per_epoch == 0:
         raise InputError(f"the dataset has {len(prepared.dataset)} rows, fewer than one global batch "
                          f"({sampler.global_batch_size} = batch_size x data-parallel ranks x accumulation_steps)")
-    # A bool 4D mask suits SDPA under any compute dtype (autocast included).
-    collator = PackedCollator(pad_id, attention, mask_dtype=torch.bool, pad_to_multiple_of=multiple)
+    collator = PackedCollator(pad_id, attention, mask_dtype=attention_mask_dtype, pad_to_multiple_of=multiple)
     loader = DataLoader(IndexedRows(prepared.dataset), batch_size=data.batch_size, sampler=sampler, collate_fn=collator,
                         num_workers=data.num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
                         generator=torch.Generator().manual_seed(seed))  # keeps the global RNG stream for the model

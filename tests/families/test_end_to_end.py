@@ -114,10 +114,8 @@ def test_family_end_to_end(name, expanded, data_dir, tmp_path):
     pretrain_dir, sft_dir = tmp_path / "pretrain", tmp_path / "sft"
     pretrain_inputs = ",".join(str(first_rows(data_dir / "pretrain" / lang / "libreoffice_help.jsonl", 40, tmp_path / lang))
                                for lang in ("cs", "en") if (tmp_path / lang).mkdir() is None)
-    # Gemma 3's sliding-window layers cannot take the 4-D boolean doc_causal mask (torch.finfo on bool, in
-    # transformers 4.51.3 modeling_gemma3.py:398): it trains on plain causal packing until the loader gives it
-    # a float mask.
-    packing = "causal" if model_type == "gemma3_text" else "doc_causal"
+    # Gemma 3 included: its sliding-window layers get an additive float mask (training/setup.mask_dtype).
+    packing = "doc_causal"
     manifest = prepare_pretrain(["--data_input_dirs", pretrain_inputs, "--tokenizer_dir", str(grown_dir),
                                  "--data_output_dirs", str(pretrain_dir), "--max_length", "64", "--packing", packing])
     assert manifest["records_kept"] == 80 and sum(manifest["part_rows"]) > 8
