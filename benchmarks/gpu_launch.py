@@ -45,35 +45,32 @@ class LaunchResult:
         return lines[-1] if lines else ""
 
 
+def _signal_tree(process: subprocess.Popen, processes, sig: int) -> None:
+    """Send `sig` to the launcher's process group and to each of `processes` (workers in other sessions)."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+    for child in processes:
+        try:
+            child.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def kill_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM the launcher's process group and every descendant (in any session), then SIGKILL survivors."""
     try:
         descendants = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         descendants = []
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    for child in descendants:
-        try:
-            child.terminate()
-        except psutil.NoSuchProcess:
-            pass
+    _signal_tree(process, descendants, signal.SIGTERM)
     try:
         process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         pass
     _, alive = psutil.wait_procs(descendants, timeout=grace_s)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _signal_tree(process, alive, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace_s)
     process.wait()
 

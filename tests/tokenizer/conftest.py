@@ -17,12 +17,6 @@ def english_reference(data_dir):
     return load_texts(data_dir / "pretrain" / "en")
 
 
-@pytest.fixture(scope="session")
-def heldout_texts(data_dir):
-    folder = data_dir / "heldout"
-    return {"cs": load_texts(sorted(str(p) for p in folder.glob("cs_*.jsonl"))),
-            "en": load_texts(sorted(str(p) for p in folder.glob("en_*.jsonl")))}
-
 
 @pytest.fixture(scope="session")
 def czech_byte_level_dir(smollm2_dir, data_dir, tmp_path_factory):
