@@ -21,6 +21,8 @@ file names until each of `--sizes` MB is reached; per size, in the same run: raw
 the same text (only the tokenizer calls timed), our CLI with --num_proc 1 and 2 (defaults otherwise), and
 Colossal-LLaMA's dataset/prepare_pretrain_dataset.py when `--colossal_llama DIR` is given (up to
 `--colossal_max_mb`). Peak RSS is the highest sum over the process tree (psutil, sampled every 0.1 s).
+`--combine_row` adds a table of the combine step alone (parts already prepared) with each of `--num_procs`, into
+`--combine_bins` buckets of `--combine_upsample` × the input's tokens, and that minus start-up and hashing.
 
     .venv/bin/python benchmarks/bench_data.py scaling --sizes 20,100,500 [--colossal_llama ../shared/peers/Colossal-LLaMA]
 

@@ -122,10 +122,31 @@ def ours(tokenizer_dir: Path, inputs: Path, output: Path, num_proc: int, max_len
     return tokens, seconds, peak, manifest.get("fill_ratio")
 
 
-def combine_only(tokenizer_dir: Path, inputs: Path, output: Path, max_length: int) -> tuple:
-    """The combine step alone: prepare keeping the parts, then time a rerun that finds every part done."""
-    ours(tokenizer_dir, inputs, output, 1, max_length, "--keep_parts")
-    return ours(tokenizer_dir, inputs, output, 1, max_length)
+def combine_rows(tokenizer_dir: Path, inputs: Path, output: Path, max_length: int, num_procs, bins: int,
+                 upsample: float) -> list:
+    """The combine step alone: prepare once keeping the parts, then time reruns that find every part done and
+    combine them into `bins` buckets of `upsample` × the input's tokens (same category shares), with each of
+    `num_procs`; and a rerun finding the output done (start-up and hashing the inputs only), subtracted to give
+    the writing alone. Rows of (run, output tokens, wall s, CPU s, peak MiB)."""
+    base = [sys.executable, REPO / "prepare_pretrain_dataset.py", "--data_input_dirs", f"{inputs / 'cs'},{inputs / 'en'}",
+            "--tokenizer_dir", tokenizer_dir, "--data_output_dirs", output, "--max_length", max_length, "--keep_parts"]
+    measured([*base, "--overwrite"])
+    categories = json.loads((output / "manifest.json").read_text(encoding="utf-8"))["categories"]
+    total = sum(entry["tokens"] for entry in categories.values())
+    weights = ",".join(f"{name}={entry['tokens'] / total:.6f}" for name, entry in categories.items())
+    mix = [*base, "--num_spliced_dataset_bins", bins, "--category_weights", weights, "--total_tokens", int(upsample * total)]
+    rows = []
+    for num_proc in num_procs:
+        seconds, peak = measured([*mix, "--num_proc", num_proc, "--overwrite"])
+        tokens = sum(e["tokens"] for e in json.loads((output / "manifest.json").read_text(encoding="utf-8"))["categories"].values())
+        rows.append((f"combine alone, --num_proc {num_proc}", tokens, seconds, CPU_SECONDS[-1], peak))
+    start_up, start_up_peak = measured(mix)  # finds this very dataset: nothing to do
+    start_up_cpu = CPU_SECONDS[-1]
+    rows += [(f"{name}: writing only (minus start-up)", tokens, seconds - start_up, cpu - start_up_cpu, None)
+             for name, tokens, seconds, cpu, _ in list(rows)]
+    rows.append(("start-up + hashing only (output already there)", 0, start_up, start_up_cpu, start_up_peak))
+    shutil.rmtree(output, ignore_errors=True)
+    return rows
 
 
 def colossal_llama(peer: Path, tokenizer_dir: Path, inputs: Path, output: Path, max_length: int, tokens: int) -> tuple:
@@ -148,7 +169,12 @@ def scaling_main(argv) -> None:
     parser.add_argument("--max_length", type=int, default=2048)
     parser.add_argument("--colossal_llama", default=None, help="a Colossal-LLaMA checkout (its row is skipped without it)")
     parser.add_argument("--colossal_max_mb", type=float, default=100, help="largest size Colossal-LLaMA is run on")
-    parser.add_argument("--combine_row", action="store_true", help="also time the combine step alone")
+    parser.add_argument("--combine_row", action="store_true",
+                        help="also time the combine step alone, with each of --num_procs")
+    parser.add_argument("--combine_bins", type=int, default=4,
+                        help="--num_spliced_dataset_bins of the combine rows: buckets the workers can write at once")
+    parser.add_argument("--combine_upsample", type=float, default=4,
+                        help="the combine rows write this many times the input's tokens (--total_tokens, same shares)")
     parser.add_argument("--raw_max_mb", type=float, default=1e9, help="largest size the raw tokenizer row is run on")
     parser.add_argument("--num_procs", default="1,2", help="--num_proc values our CLI is run with")
     parser.add_argument("--work_dir", default=None, help="where inputs and outputs are written (default: a temp folder)")
@@ -160,6 +186,7 @@ def scaling_main(argv) -> None:
           f"load average {os.getloadavg()[0]:.1f} at start")
     print("| input MB | run | tokens | wall s | tokens/s | × raw | CPU s | tokens per CPU s | peak RSS MiB | fill |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    combine_table = []
     try:
         for size in (float(text) for text in args.sizes.split(",")):
             inputs = work / f"in-{size:g}"
@@ -181,14 +208,25 @@ def scaling_main(argv) -> None:
                 tokens, seconds, peak, fill = ours(tokenizer_dir, inputs, work / "out", num_proc, args.max_length)
                 report(f"ours, --num_proc {num_proc}", tokens, seconds, peak, fill)
             if args.combine_row:
-                report("ours, combine step alone (parts already prepared)",
-                       *combine_only(tokenizer_dir, inputs, work / "out", args.max_length))
+                combine_table.append((megabytes, combine_rows(
+                    tokenizer_dir, inputs, work / "out", args.max_length, [int(t) for t in args.num_procs.split(",")],
+                    args.combine_bins, args.combine_upsample)))
             if args.colossal_llama and size <= args.colossal_max_mb:
                 report("Colossal-LLaMA prepare_pretrain_dataset.py",
                        *colossal_llama(Path(args.colossal_llama), tokenizer_dir, inputs, work / "cl-out", args.max_length, tokens))
             shutil.rmtree(inputs, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if combine_table:
+        print(f"\nThe combine step alone ({args.combine_bins} buckets, {args.combine_upsample:g}× the input's tokens):")
+        print("| input MB | run | output tokens | wall s | tokens/s | CPU s | tokens per CPU s | peak RSS MiB |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|")
+        for megabytes, rows in combine_table:
+            for name, tokens, seconds, cpu, peak in rows:
+                rate = f"{tokens / seconds:,.0f}" if tokens else "-"
+                per_cpu = f"{tokens / cpu:,.0f}" if tokens else "-"
+                print(f"| {megabytes:,.0f} | {name} | {tokens:,} | {seconds:,.1f} | {rate} | {cpu:,.1f} | {per_cpu} | "
+                      f"{'-' if peak is None else f'{peak:,.0f}'} |")
 
 
 def packing_main(argv) -> None:

@@ -1,7 +1,8 @@
 """Writing prepared datasets: rows built straight from numpy, bucket folders streamed to disk, reuse checks.
 
 A bucket (`arrow/part-XXXXX`) is written as it fills, one arrow record batch at a time, in the layout
-`datasets.save_to_disk` produces (`data-00000-of-00001.arrow`, `state.json`, `dataset_info.json`), so
+`datasets.save_to_disk` produces (`data-00000-of-00001.arrow`, or consecutive row ranges in
+`data-XXXXX-of-YYYYY.arrow` files written in parallel; `state.json`, `dataset_info.json`), so
 `load_from_disk` memory-maps it and nothing holds a whole bucket in memory. The whole output folder is
 built in a hidden staging folder and moved into place when complete (see `staged_folder`). An existing
 output is reused when its fingerprint (settings + input bytes + tokenizer) matches, replaced with
@@ -31,7 +32,6 @@ TOKENIZER_FILES = (
     "vocab.json", "merges.txt", "tokenizer.model", "chat_template.json", "chat_template.jinja",
 )
 ROW_COLUMNS = ("input_ids", "labels", "doc_lengths")  # a category's rows before the category column is added
-DATA_FILE = "data-00000-of-00001.arrow"
 
 
 def tokenizer_hash(folder) -> str:
@@ -78,15 +78,20 @@ def build_rows(token_ids: np.ndarray, learned: np.ndarray, span_starts: np.ndarr
     return Rows(table, row_tokens.astype(np.int32), row_loss.astype(np.int32))
 
 
-class BucketWriter:
-    """Append tables (COLUMNS) to one bucket folder; `close()` writes the files `load_from_disk` needs."""
+def data_file_name(index: int, count: int) -> str:
+    """The name `save_to_disk` gives file `index` of a dataset written as `count` files."""
+    return f"data-{index:05d}-of-{count:05d}.arrow"
 
-    def __init__(self, folder: Path, fingerprint: str):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True)
-        self.fingerprint = fingerprint
-        self.schema = features().arrow_schema
-        self.writer = pa.ipc.new_stream(str(self.folder / DATA_FILE), self.schema)
+
+class DataFileWriter:
+    """Append tables (COLUMNS) to one arrow data file of a bucket folder; `close()` returns the rows written.
+
+    `schema`: `features().arrow_schema`, passed in so that a worker process need not import `datasets` (a second
+    of CPU per process)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.schema = schema
+        self.writer = pa.ipc.new_stream(str(path), self.schema)
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -95,12 +100,17 @@ class BucketWriter:
 
     def close(self) -> int:
         self.writer.close()
-        state = {"_data_files": [{"filename": DATA_FILE}], "_fingerprint": self.fingerprint, "_format_columns": None,
-                 "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}
-        info = {"citation": "", "description": "", "features": features().to_dict(), "homepage": "", "license": ""}
-        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        (self.folder / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
         return self.rows
+
+
+def write_bucket_info(folder: Path, data_files: Sequence[str], fingerprint: str) -> None:
+    """The files beside a bucket's data files that `load_from_disk` needs; it reads `data_files` in this order."""
+    state = {"_data_files": [{"filename": name} for name in data_files], "_fingerprint": fingerprint,
+             "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+             "_split": None}
+    info = {"citation": "", "description": "", "features": features().to_dict(), "homepage": "", "license": ""}
+    (Path(folder) / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+    (Path(folder) / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def check_existing_output(output_dir: Path, fingerprint: str, overwrite: bool) -> bool:

@@ -12,15 +12,13 @@ dies outright (the kernel's out-of-memory killer) ends the run with an error ins
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, List, Optional
 
 import numpy as np
+
+from colossal_lang.data.process_pool import map_in_order
 
 IGNORE_INDEX = -100  # the label of a token that is not learned (PyTorch's cross-entropy default)
 
@@ -120,25 +118,13 @@ def tokenize_in_order(
         for batch in batches:
             yield function(batch, **kwargs)
         return
-    # The platform's default start method; with fork nothing is pickled, with spawn `kwargs` is.
-    # Not multiprocessing.Pool: it replaces a killed worker and waits forever for the batch it held.
-    executor = ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context(),
-                                   initializer=_install_worker, initargs=(function, kwargs))
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # inherited by the workers (started on first submit)
     try:
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(executor.submit(_run_worker, batch))  # raises too once a worker has died
-            if len(pending) >= 2 * num_proc:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    except BrokenProcessPool:
-        raise RuntimeError("a tokenizing worker process died (killed, most likely for lack of memory); "
-                           "rerun with a smaller --num_proc or split the input") from None
+        yield from map_in_order(_run_worker, batches, num_proc, initializer=_install_worker, initargs=(function, kwargs),
+                                died="a tokenizing worker process died (killed, most likely for lack of memory); "
+                                     "rerun with a smaller --num_proc or split the input")
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
         if saved is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:

@@ -56,7 +56,8 @@ def add_common_flags(parser: argparse.ArgumentParser, default_packing: str) -> N
     parser.add_argument("--order", choices=ORDER_CHOICES, default="shuffle",
                         help="shuffle rows, or curriculum: categories in the order of --category_weights / the inputs")
     parser.add_argument("--on_error", choices=ON_ERROR_CHOICES, default="raise", help="bad record: stop, or skip and count")
-    parser.add_argument("--num_proc", type=int, default=1, help="tokenization processes")
+    parser.add_argument("--num_proc", type=int, default=1,
+                        help="worker processes: tokenizing the input, then writing the output buckets")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--overwrite", action="store_true", help="replace an output folder holding another dataset")
     scale = parser.add_argument_group("corpus scale (memory, resume, many machines)")
@@ -149,7 +150,7 @@ def run_preparation(args, command: str, make_kind: Callable, manifest_extras: Ca
                   num_parts=len(parts))
     manifest = Manifest(**{**fields, **manifest_extras()})
     manifest = combine_parts(output_dir, infos, [work / part.name for part in parts], manifest, order, weights,
-                             args.total_tokens)
+                             args.total_tokens, args.num_proc)
     if not args.keep_parts:
         shutil.rmtree(work, ignore_errors=True)
     print_summary(command, manifest.to_dict(), output_dir, time.time() - started, reused_parts=reused)

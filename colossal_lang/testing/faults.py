@@ -7,6 +7,8 @@ Points (steps counted from 1, as logged):
 - `nan_loss@S`: the loss of step S becomes NaN (all ranks), before backward.
 - `save_disk_full@S`: the checkpoint of step S fails after its model part, like a full disk (all ranks).
 - `save_kill@S`: global rank 0 is SIGKILLed after writing the model part of step S's checkpoint.
+- `combine_disk_full@F`: writing data file F of the prepared dataset (counted from 1 over the buckets in order)
+  fails after its rows, like a full disk; `combine_kill@F`: the process writing it is SIGKILLed there.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def trigger(point: str, step: int, rank: int) -> None:
     """Act out the fault `point` at `step` if it is armed: raise like a full disk, or die like a killed process."""
     if not armed(point, step):
         return
-    if point == "save_disk_full":
+    if point.endswith("_disk_full"):
         raise OSError(28, "No space left on device (simulated)")
-    if point == "save_kill" and rank == 0:
+    if point.endswith("_kill") and rank == 0:
         os.kill(os.getpid(), signal.SIGKILL)
