@@ -42,9 +42,10 @@ def build_input(sample: Path, folder: Path, megabytes: float) -> int:
 # Runs a command, sampling the summed RSS of its whole process tree (workers included) every 0.1 s; prints wall
 # seconds, peak bytes, exit code and the CPU seconds (user + system) of the whole tree.
 MEASURE = """
-import resource, subprocess, sys, time, psutil
+import resource, subprocess, sys, tempfile, time, psutil
 started = time.perf_counter()
-process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+log = tempfile.TemporaryFile()  # not a pipe: a chatty command would fill it and block while nobody reads
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=log)
 root, peak = psutil.Process(process.pid), 0
 while process.poll() is None:
     try:
@@ -53,7 +54,8 @@ while process.poll() is None:
     except psutil.Error:
         pass
     time.sleep(0.1)
-error = process.stderr.read().decode(errors="replace")
+log.seek(0)
+error = log.read().decode(errors="replace")
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(time.perf_counter() - started, peak, process.returncode, usage.ru_utime + usage.ru_stime)
 if process.returncode:

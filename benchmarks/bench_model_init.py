@@ -222,7 +222,7 @@ def main() -> None:
     base_model = model
     costs = {}
     expanded_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    distill = {"max_tokens": args.distill_max_tokens, "steps": args.distill_steps, "batch_tokens": 64}
+    distill = {"max_tokens": args.distill_max_tokens, "steps": args.distill_steps}
     for init in args.inits.split(","):
         output = workdir / f"model-{init}"
         costs[init] = measure("init", str(tokenizer_dir), str(output), init, json.dumps(distill))

@@ -92,7 +92,7 @@ def main() -> None:
         report = expand_model(model, base_tokenizer, expanded, "mean_of_pieces", progress=False)
         measured = {"mean_of_pieces": score(model, expanded)}
         if args.distill_max_tokens:
-            settings = DistillSettings(max_tokens=args.distill_max_tokens, batch_tokens=64)
+            settings = DistillSettings(max_tokens=args.distill_max_tokens)
             distill_new_rows(model, base_tokenizer, expanded, report.new_token_ids, iter_texts(["data/pretrain/cs"]),
                              settings, iter_texts(["data/pretrain/en"]), progress=False)
             measured["distill"] = score(model, expanded)

@@ -11,14 +11,19 @@ teacher's key/value cache of the prefix serves the student too, and a step costs
 - Input side: the student's last hidden states (after the final norm: what the head reads) at t and at
   the following tokens are pulled to the teacher's at pk and at the same following tokens
   (mean squared error relative to the teacher states' mean square).
-- Output side: at the end of the prefix the hidden state h is the same for both, so t's logit h . w is a
-  number that can be set exactly: h . w = log p_teacher(p1..pk | prefix) + log Z_old(h) gives t the
-  probability the teacher gives the whole spelling (squared error in nats). Predictions made nowhere
-  near t are protected by a cap that is a true bound: p(p1..pk) <= p(p1), so at every other context in
-  the batch and at each `reference_texts` position (the old language), t's logit is pushed below its
-  first piece's logit when it is above it.
-- Tied models have one row per token, which gets the sum of both losses; untied models fit the input
-  row with the input loss and the head row with the output losses, in the same steps.
+- Output side (`output_weight`, off by default): at the end of the prefix the hidden state h is the same
+  for both, so t's logit h . w can be set to log p_teacher(p1..pk | prefix) + log Z_old(h), the
+  probability the teacher gives the whole spelling (squared error in nats), with a cap that is a true
+  bound: p(p1..pk) <= p(p1), so at every other context in the batch and at each `reference_texts`
+  position t's logit is pushed below its first piece's logit. Measured on SmolLM2 + 13k Czech tokens
+  (benchmarks/results_model_init.md), fitting it made held-out Czech worse, not better, so head rows of
+  untied models keep mean_of_pieces unless it is asked for.
+- Tied models have one row per token, and a row fitted to the input side alone reads well but predicts
+  badly (measured: worse than mean_of_pieces once 2,000 tokens are fitted). So the tied row also carries
+  `keep_logits_weight` x the mean squared change of t's logit, against its mean_of_pieces row, at every
+  context of the batch and every reference position: the row may move only where the head barely sees it.
+  Untied models fit the input row with the input loss and, when `output_weight` > 0, the head row with
+  the output losses, in the same steps.
 
 Rows start where `mean_of_pieces` put them and take `steps` Adam steps, `batch_tokens` tokens at a time.
 Tokens without a context in the text keep their start row; `max_tokens` keeps only the most frequent.
@@ -53,13 +58,15 @@ class DistillSettings:
     """Old tokens before the spelling (documents are joined with eos, as in packed pretraining)."""
     following_tokens: int = 2
     """Positions after the new token whose hidden states must stay as they were."""
-    batch_tokens: int = 32
+    batch_tokens: int = 128
     max_tokens: Optional[int] = None
     """Distil only the most frequent new tokens in the text; the rest keep mean_of_pieces (None: all)."""
     max_corpus_tokens: int = 1_000_000
     """Old-tokenizer tokens read from the text (documents in order), which bounds memory and search time."""
-    output_weight: float = 0.05
-    """Weight of the output loss (nats squared) against the input loss (relative squared error)."""
+    output_weight: float = 0.0
+    """Weight of the output loss (nats squared) against the input loss (relative squared error); 0: not fitted."""
+    keep_logits_weight: float = 0.05
+    """Tied models: weight of the change of the row's logits (nats squared) at the batch's and reference positions."""
     reference_positions: int = 256
 
 
@@ -229,8 +236,8 @@ def student_states(model, input_rows: torch.Tensor, teacher: TeacherBatch, setti
     return model.base_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True).last_hidden_state.float()
 
 
-def losses(model, input_rows, head_rows, teacher: TeacherBatch, negatives, first_piece_rows, settings):
-    """(input loss, output loss, cap loss) for one batch; see the module docstring."""
+def losses(model, input_rows, head_rows, start_rows, teacher: TeacherBatch, negatives, first_piece_rows, settings):
+    """(input loss, output loss, cap loss, logit change) for one batch; see the module docstring."""
     states = student_states(model, input_rows, teacher, settings)
     input_loss = ((states - teacher.target_states) ** 2).mean() / (teacher.target_states**2).mean()
     logits = (teacher.prefix_state * head_rows[teacher.token_of_row]).sum(1)
@@ -239,7 +246,30 @@ def losses(model, input_rows, head_rows, teacher: TeacherBatch, negatives, first
     own = torch.zeros_like(over_cap, dtype=torch.bool)
     own[torch.arange(len(teacher.token_of_row)), teacher.token_of_row] = True  # its own contexts have exact targets
     cap_loss = (torch.relu(over_cap).masked_fill(own, 0.0) ** 2).mean()
-    return input_loss, output_loss, cap_loss
+    logit_change = ((negatives @ (head_rows - start_rows).T) ** 2).mean()
+    return input_loss, output_loss, cap_loss, logit_change
+
+
+def fit_rows(model, input_rows, head_rows, start_rows, teacher, negatives, first_piece_rows, settings, tied, errors) -> None:
+    """`settings.steps` Adam steps on the batch's rows (input rows, and head rows when they require grad);
+    the losses before the first step and after the last are appended to `errors`."""
+    trained = [input_rows] + ([head_rows] if head_rows is not input_rows and head_rows.requires_grad else [])
+    optimizer = torch.optim.Adam(trained, lr=settings.lr)
+    for step in range(settings.steps + 1):
+        input_loss, output_loss, cap_loss, logit_change = losses(
+            model, input_rows, head_rows, start_rows, teacher, negatives, first_piece_rows, settings)
+        if step == 0 or step == settings.steps:
+            when = "before" if step == 0 else "after"
+            errors[f"input_{when}"].append(float(input_loss) * len(teacher.token_of_row))
+            errors[f"output_{when}"].append(float(output_loss) * len(teacher.token_of_row))
+        if step == settings.steps:
+            return  # the last pass only measures
+        optimizer.zero_grad()
+        total = input_loss + settings.output_weight * (output_loss + cap_loss)
+        if tied:
+            total = total + settings.keep_logits_weight * logit_change
+        total.backward()
+        optimizer.step()
 
 
 def distill_new_rows(
@@ -288,24 +318,15 @@ def distill_new_rows(
         ids = new_token_ids[torch.tensor(batch)]
         teacher = teach(model, old_head, stream, [spellings[i] for i in batch], [starts[i] for i in batch], settings, pad_id)
         input_rows = embeddings.weight[ids].detach().float().clone().requires_grad_(True)
-        head_rows = input_rows if tied else head.weight[ids].detach().float().clone().requires_grad_(True)
+        start_rows = (embeddings if tied else head).weight[ids].detach().float().clone()
+        fit_head = not tied and settings.output_weight > 0
+        head_rows = input_rows if tied else start_rows.clone().requires_grad_(fit_head)
         first_piece_rows = old_head[torch.tensor([spellings[i][0] for i in batch])]
         batch_negatives = torch.cat([teacher.prefix_state, negatives])
-        optimizer = torch.optim.Adam([input_rows] if tied else [input_rows, head_rows], lr=settings.lr)
-        for step in range(settings.steps + 1):
-            input_loss, output_loss, cap_loss = losses(model, input_rows, head_rows, teacher, batch_negatives, first_piece_rows, settings)
-            if step == 0 or step == settings.steps:
-                when = "before" if step == 0 else "after"
-                errors[f"input_{when}"].append(float(input_loss) * len(teacher.token_of_row))
-                errors[f"output_{when}"].append(float(output_loss) * len(teacher.token_of_row))
-            if step == settings.steps:
-                break  # the last pass only measures
-            optimizer.zero_grad()
-            (input_loss + settings.output_weight * (output_loss + cap_loss)).backward()
-            optimizer.step()
+        fit_rows(model, input_rows, head_rows, start_rows, teacher, batch_negatives, first_piece_rows, settings, tied, errors)
         with torch.no_grad():
             embeddings.weight[ids] = input_rows.detach().to(embeddings.weight.dtype)
-            if not tied:
+            if fit_head:
                 head.weight[ids] = head_rows.detach().to(head.weight.dtype)
     for parameter, flag in zip(model.parameters(), requires_grad):
         parameter.requires_grad_(flag)

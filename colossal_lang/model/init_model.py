@@ -278,12 +278,22 @@ def as_paths(paths) -> list:
     return list(paths)
 
 
+def describe_fit(distilled: DistillReport) -> str:
+    settings = distilled.settings
+    if distilled.tied:
+        return f"tied: one row fits the input side, its logits held by --distill_keep_logits_weight {settings.keep_logits_weight:g}" + (
+            f" and the output side weighted {settings.output_weight:g}" if settings.output_weight else "")
+    if settings.output_weight:
+        return f"input rows on the input side, head rows on the output side (weight {settings.output_weight:g})"
+    return "input rows fitted, head rows kept at mean_of_pieces (--distill_output_weight 0)"
+
+
 def describe_distillation(distilled: DistillReport) -> str:
     settings = distilled.settings
     return (
         f"distilled {distilled.distilled} new tokens on {distilled.contexts} contexts from {distilled.corpus_tokens} tokens of text "
         f"({settings.steps} steps, {settings.prefix_tokens}-token prefixes, {settings.following_tokens} following tokens, "
-        f"{distilled.reference_positions} reference positions; {'tied: one row fits both losses' if distilled.tied else 'input and head rows fitted separately'}); "
+        f"{distilled.reference_positions} reference positions; {describe_fit(distilled)}); "
         f"kept mean_of_pieces: {distilled.without_context} with no context, {distilled.over_budget} over --distill_max_tokens; "
         f"hidden-state error {distilled.input_error_before:.3f} -> {distilled.input_error_after:.3f}, "
         f"logit error {distilled.output_error_before:.2f} -> {distilled.output_error_after:.2f} nats; {distilled.seconds:.0f} s"
@@ -342,10 +352,15 @@ def main(argv=None) -> ExpansionReport:
     parser.add_argument("--distill_batch_tokens", type=int, default=defaults.batch_tokens, help=f"tokens fitted together (default: {defaults.batch_tokens})")
     parser.add_argument("--distill_max_tokens", type=int, default=None, help="distil only the most frequent new tokens in the text (default: all)")
     parser.add_argument("--distill_max_corpus_tokens", type=int, default=defaults.max_corpus_tokens, help=f"tokens of text read (default: {defaults.max_corpus_tokens})")
+    parser.add_argument("--distill_output_weight", type=float, default=defaults.output_weight,
+                        help=f"weight of the output side (new token's logit = log p of its spelling); 0 leaves head rows at mean_of_pieces (default: {defaults.output_weight})")
+    parser.add_argument("--distill_keep_logits_weight", type=float, default=defaults.keep_logits_weight,
+                        help=f"tied models: weight keeping the row's logits where mean_of_pieces put them (default: {defaults.keep_logits_weight})")
     args = parse_args_with_config(parser, argv)
     settings = DistillSettings(
         steps=args.distill_steps, lr=args.distill_lr, contexts_per_token=args.distill_contexts, batch_tokens=args.distill_batch_tokens,
         max_tokens=args.distill_max_tokens, max_corpus_tokens=args.distill_max_corpus_tokens,
+        output_weight=args.distill_output_weight, keep_logits_weight=args.distill_keep_logits_weight,
     )
     started = time.perf_counter()
     report = init_model(

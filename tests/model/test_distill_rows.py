@@ -167,3 +167,39 @@ def test_untied_models_fit_input_and_head_rows_separately(untied_sliced_smollm2_
     assert int(input_moved.sum()) == int(head_moved.sum()) == 16
     assert torch.equal(input_moved, head_moved)
     assert not torch.equal(distilled.lm_head.weight[new_ids[input_moved]], distilled.model.embed_tokens.weight[new_ids[input_moved]])
+
+
+def test_untied_head_rows_keep_mean_of_pieces_unless_the_output_side_is_asked_for(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, czech_text, tmp_path):
+    from colossal_lang.model.distill_rows import DistillSettings as Settings
+
+    settings = Settings(steps=4, max_tokens=16, batch_tokens=16, max_corpus_tokens=30_000)
+    assert settings.output_weight == 0.0
+    _, baseline = grow(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path / "mop", "mean_of_pieces")
+    report, distilled = grow(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path / "distill", "distill",
+                             distill_text=czech_text, distill_settings=settings)
+    new_ids = report.new_token_ids
+    assert torch.equal(distilled.lm_head.weight[new_ids], baseline.lm_head.weight[new_ids])
+    input_moved = (distilled.model.embed_tokens.weight[new_ids] != baseline.model.embed_tokens.weight[new_ids]).any(1)
+    assert int(input_moved.sum()) == report.distill.distilled == 16
+
+
+def test_tied_rows_hold_their_logits_at_the_reference_positions(sliced_smollm2_dir, smollm2_tokenizer, smollm2_czech_tokenizer_dir, czech_text, data_dir, tmp_path):
+    """The same tied distillation with and without --distill_keep_logits_weight: with it, the distilled rows'
+    logits at the English reference positions (final hidden states of the source) move less."""
+    from colossal_lang.model.distill_rows import DistillSettings as Settings, iter_texts, reference_states
+
+    english = [str(data_dir / "pretrain" / "en")]
+    _, baseline = grow(sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path / "mop", "mean_of_pieces")
+    moved = {}
+    for weight in (0.0, 1.0):
+        settings = Settings(steps=8, max_tokens=16, batch_tokens=16, max_corpus_tokens=30_000, keep_logits_weight=weight)
+        report, model = grow(sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path / f"keep{weight:g}", "distill",
+                             distill_text=czech_text, distill_reference_text=english, distill_settings=settings)
+        rows = model.model.embed_tokens.weight[report.new_token_ids]
+        fitted = (rows != baseline.model.embed_tokens.weight[report.new_token_ids]).any(1)
+        change = (rows - baseline.model.embed_tokens.weight[report.new_token_ids])[fitted]
+        states = reference_states(AutoModelForCausalLM.from_pretrained(sliced_smollm2_dir).eval(), smollm2_tokenizer,
+                                  iter_texts(english), 256)
+        moved[weight] = float(((states @ change.T) ** 2).mean())
+        assert int(fitted.sum()) == 16
+    assert moved[1.0] < 0.5 * moved[0.0]
