@@ -1,8 +1,9 @@
 """How many tokens to add? Sweep the size of the Czech expansion of SmolLM2 and measure, right after init:
 
 - target (Czech) and English characters per token on held-out text (the compression each size buys);
-- bits per byte on held-out Czech and English for mean_of_pieces and, with --distill_max_tokens N > 0, for
-  --init distill fitting the N most frequent new tokens (the rest keep mean_of_pieces);
+- bits per byte on held-out Czech and English for mean_of_pieces, mean and random and, with
+  --distill_max_tokens N > 0, for --init distill fitting the N most frequent new tokens (the rest keep
+  mean_of_pieces);
 - the cost of one training step (forward, backward, AdamW, batch 2 x 256 tokens, every parameter trained)
   relative to the base vocabulary, measured in the same run: the larger embedding and head.
 
@@ -12,6 +13,8 @@ gives for that size.
 
     .venv/bin/python benchmarks/bench_vocab_size.py [--czech_vocab_sizes 3500,6000,10500,20000] [--docs 3]
         [--chars 1000] [--distill_max_tokens 0] [--write_results]
+
+For about 2k, 4k, 8k, 16k and 32k added tokens: --czech_vocab_sizes 3500,6000,10500,20000,40000.
 """
 
 from __future__ import annotations
@@ -88,9 +91,11 @@ def main() -> None:
     for czech_vocab_size in [int(size) for size in args.czech_vocab_sizes.split(",")]:
         tokenizer_dir, _ = build_czech_tokenizer(workdir / str(czech_vocab_size), czech_vocab_size)
         expanded = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model = copy.deepcopy(base_model)
-        report = expand_model(model, base_tokenizer, expanded, "mean_of_pieces", progress=False)
-        measured = {"mean_of_pieces": score(model, expanded)}
+        measured = {}
+        for init in ("mean", "random", "mean_of_pieces"):  # mean_of_pieces last: distill starts from its model
+            model = copy.deepcopy(base_model)
+            report = expand_model(model, base_tokenizer, expanded, init, progress=False)
+            measured[init] = score(model, expanded)
         if args.distill_max_tokens:
             settings = DistillSettings(max_tokens=args.distill_max_tokens)
             distill_new_rows(model, base_tokenizer, expanded, report.new_token_ids, iter_texts(["data/pretrain/cs"]),
@@ -102,7 +107,7 @@ def main() -> None:
         print(results[-1], flush=True)
         del model
 
-    methods = ["mean_of_pieces"] + (["distill"] if args.distill_max_tokens else [])
+    methods = ["mean_of_pieces", "mean", "random"] + (["distill"] if args.distill_max_tokens else [])
     header = "| added tokens | cs chars/token | en chars/token | " + " | ".join(
         f"cs vs base ({m}) | en vs base ({m})" for m in methods) + " | train step s | step vs base |"
     lines = [
