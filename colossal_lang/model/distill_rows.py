@@ -250,10 +250,11 @@ def losses(model, input_rows, head_rows, start_rows, teacher: TeacherBatch, nega
     return input_loss, output_loss, cap_loss, logit_change
 
 
-def fit_rows(model, input_rows, head_rows, start_rows, teacher, negatives, first_piece_rows, settings, tied, errors) -> None:
-    """`settings.steps` Adam steps on the batch's rows (input rows, and head rows when they require grad);
-    the losses before the first step and after the last are appended to `errors`."""
-    trained = [input_rows] + ([head_rows] if head_rows is not input_rows and head_rows.requires_grad else [])
+def fit_rows(model, input_rows, head_rows, start_rows, teacher, negatives, first_piece_rows, settings, errors) -> None:
+    """`settings.steps` Adam steps on the batch's rows (input rows, and head rows when they require grad; a tied
+    model passes the same tensor twice); the losses before the first step and after the last go to `errors`."""
+    tied = head_rows is input_rows
+    trained = [input_rows] + ([head_rows] if not tied and head_rows.requires_grad else [])
     optimizer = torch.optim.Adam(trained, lr=settings.lr)
     for step in range(settings.steps + 1):
         input_loss, output_loss, cap_loss, logit_change = losses(
@@ -323,7 +324,7 @@ def distill_new_rows(
         head_rows = input_rows if tied else start_rows.clone().requires_grad_(fit_head)
         first_piece_rows = old_head[torch.tensor([spellings[i][0] for i in batch])]
         batch_negatives = torch.cat([teacher.prefix_state, negatives])
-        fit_rows(model, input_rows, head_rows, start_rows, teacher, batch_negatives, first_piece_rows, settings, tied, errors)
+        fit_rows(model, input_rows, head_rows, start_rows, teacher, batch_negatives, first_piece_rows, settings, errors)
         with torch.no_grad():
             embeddings.weight[ids] = input_rows.detach().to(embeddings.weight.dtype)
             if fit_head:

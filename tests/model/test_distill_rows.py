@@ -190,6 +190,8 @@ def test_tied_rows_hold_their_logits_at_the_reference_positions(sliced_smollm2_d
 
     english = [str(data_dir / "pretrain" / "en")]
     _, baseline = grow(sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path / "mop", "mean_of_pieces")
+    source = AutoModelForCausalLM.from_pretrained(sliced_smollm2_dir).eval()
+    states = reference_states(source, smollm2_tokenizer, iter_texts(english), 256)
     moved = {}
     for weight in (0.0, 1.0):
         settings = Settings(steps=8, max_tokens=16, batch_tokens=16, max_corpus_tokens=30_000, keep_logits_weight=weight)
@@ -198,8 +200,6 @@ def test_tied_rows_hold_their_logits_at_the_reference_positions(sliced_smollm2_d
         rows = model.model.embed_tokens.weight[report.new_token_ids]
         fitted = (rows != baseline.model.embed_tokens.weight[report.new_token_ids]).any(1)
         change = (rows - baseline.model.embed_tokens.weight[report.new_token_ids])[fitted]
-        states = reference_states(AutoModelForCausalLM.from_pretrained(sliced_smollm2_dir).eval(), smollm2_tokenizer,
-                                  iter_texts(english), 256)
         moved[weight] = float(((states @ change.T) ** 2).mean())
         assert int(fitted.sum()) == 16
     assert moved[1.0] < 0.5 * moved[0.0]
