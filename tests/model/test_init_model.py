@@ -6,6 +6,8 @@ import copy
 import json
 import math
 import shutil
+import tempfile
+from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -17,20 +19,21 @@ from colossal_lang.model.new_token_rows import PIECE_WEIGHT
 V_SMOLLM2 = 49152
 
 
-def grow(source_dir, tokenizer_dir, tmp_path_factory, init="mean_of_pieces", **kwargs):
-    output_dir = tmp_path_factory.mktemp(f"grown-{init}") / "model"
+def grow(source_dir, tokenizer_dir, folder: Path, init="mean_of_pieces", **kwargs):
+    """init_model into a new folder under `folder`: a test's tmp_path (removed when it passes) or a session's."""
+    output_dir = Path(tempfile.mkdtemp(prefix=f"grown-{init}-", dir=folder)) / "model"
     report = init_model(source_dir, tokenizer_dir, output_dir, init=init, progress=False, **kwargs)
     return report, AutoModelForCausalLM.from_pretrained(output_dir).eval(), output_dir
 
 
 @pytest.fixture(scope="session")
 def grown_tied(sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path_factory):
-    return grow(sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path_factory)
+    return grow(sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path_factory.mktemp("grown-tied"))
 
 
 @pytest.fixture(scope="session")
 def grown_untied(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path_factory):
-    return grow(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path_factory)
+    return grow(untied_sliced_smollm2_dir, smollm2_czech_tokenizer_dir, tmp_path_factory.mktemp("grown-untied"))
 
 
 def next_token_logits(model, tokenizer, texts):
@@ -102,9 +105,9 @@ def kl_old_new(source, grown, tokenizer, texts, old_size):
 
 
 @pytest.mark.parametrize("source_fixture", ["sliced_smollm2_dir", "untied_sliced_smollm2_dir"])
-def test_mean_init_keeps_kl_under_log_one_plus_n_over_v(request, source_fixture, smollm2_czech_tokenizer_dir, smollm2_tokenizer, english_heldout, tmp_path_factory):
+def test_mean_init_keeps_kl_under_log_one_plus_n_over_v(request, source_fixture, smollm2_czech_tokenizer_dir, smollm2_tokenizer, english_heldout, tmp_path):
     source_dir = request.getfixturevalue(source_fixture)
-    report, grown, _ = grow(source_dir, smollm2_czech_tokenizer_dir, tmp_path_factory, init="mean")
+    report, grown, _ = grow(source_dir, smollm2_czech_tokenizer_dir, tmp_path, init="mean")
     source = AutoModelForCausalLM.from_pretrained(source_dir).eval()
     kl = kl_old_new(source, grown, smollm2_tokenizer, english_heldout, V_SMOLLM2)
     bound = math.log(1 + len(report.new_token_ids) / V_SMOLLM2)
@@ -200,8 +203,8 @@ def test_dtype_is_kept_or_converted_and_the_cli_reports(tiny_untied_llama_dir, m
     assert model.dtype == torch.float32 and model.config.vocab_size == 32300
 
 
-def test_sentencepiece_pieces_leave_out_the_dummy_prefix(tiny_untied_llama_dir, mistral_czech_tokenizer_dir, tmp_path_factory):
-    report, grown, _ = grow(tiny_untied_llama_dir, mistral_czech_tokenizer_dir, tmp_path_factory)
+def test_sentencepiece_pieces_leave_out_the_dummy_prefix(tiny_untied_llama_dir, mistral_czech_tokenizer_dir, tmp_path):
+    report, grown, _ = grow(tiny_untied_llama_dir, mistral_czech_tokenizer_dir, tmp_path)
     source_tokenizer = AutoTokenizer.from_pretrained(tiny_untied_llama_dir)
     target = AutoTokenizer.from_pretrained(mistral_czech_tokenizer_dir)
     source = AutoModelForCausalLM.from_pretrained(tiny_untied_llama_dir)
@@ -218,8 +221,8 @@ def test_sentencepiece_pieces_leave_out_the_dummy_prefix(tiny_untied_llama_dir, 
     assert torch.equal(grown.lm_head.weight[:32000], source.lm_head.weight)
 
 
-def test_checkpoint_padded_past_its_tokenizer_resolves_new_ids_from_the_tokenizer(tiny_padded_llama_dir, mistral_czech_tokenizer_dir, tmp_path_factory):
-    report, grown, _ = grow(tiny_padded_llama_dir, mistral_czech_tokenizer_dir, tmp_path_factory, init="mean")
+def test_checkpoint_padded_past_its_tokenizer_resolves_new_ids_from_the_tokenizer(tiny_padded_llama_dir, mistral_czech_tokenizer_dir, tmp_path):
+    report, grown, _ = grow(tiny_padded_llama_dir, mistral_czech_tokenizer_dir, tmp_path, init="mean")
     source = AutoModelForCausalLM.from_pretrained(tiny_padded_llama_dir)
     assert report.source_rows == 32064 and report.new_rows == 32320
     mean_row = source.model.embed_tokens.weight[:32000].mean(0)
@@ -229,16 +232,16 @@ def test_checkpoint_padded_past_its_tokenizer_resolves_new_ids_from_the_tokenize
     assert torch.equal(grown.model.embed_tokens.weight[:32000], source.model.embed_tokens.weight[:32000])
 
 
-def test_align_copies_rows_through_the_map_across_tokenizer_families(tiny_untied_llama_dir, smollm2_dir, tmp_path_factory):
+def test_align_copies_rows_through_the_map_across_tokenizer_families(tiny_untied_llama_dir, smollm2_dir, tmp_path):
     """A swap from Mistral's SentencePiece to SmolLM2's byte-level vocabulary: mapped rows copied, the rest from pieces."""
-    swapped_dir = tmp_path_factory.mktemp("swapped-tok")
+    swapped_dir = tmp_path / "swapped-tok"
     target = AutoTokenizer.from_pretrained(smollm2_dir)
     target.save_pretrained(swapped_dir)
     source_tokenizer = AutoTokenizer.from_pretrained(tiny_untied_llama_dir)
     source_vocab = source_tokenizer.get_vocab()
     new_to_old = {i: source_vocab["\u2581" + t[1:]] for t, i in target.get_vocab().items() if t.startswith("Ġ") and "\u2581" + t[1:] in source_vocab}
     (swapped_dir / "token_alignment.json").write_text(json.dumps({"source_tokenizer": str(tiny_untied_llama_dir), "new_to_old": {str(k): v for k, v in new_to_old.items()}}))
-    report, grown, _ = grow(tiny_untied_llama_dir, swapped_dir, tmp_path_factory, init="align")
+    report, grown, _ = grow(tiny_untied_llama_dir, swapped_dir, tmp_path, init="align")
     source = AutoModelForCausalLM.from_pretrained(tiny_untied_llama_dir)
     new_id, old_id = target.convert_tokens_to_ids("Ġthe"), source_vocab["\u2581the"]
     assert torch.equal(grown.lm_head.weight[new_id], source.lm_head.weight[old_id])
@@ -250,19 +253,19 @@ def test_align_copies_rows_through_the_map_across_tokenizer_families(tiny_untied
     torch.testing.assert_close(grown.lm_head.weight[unaligned], expected_piece_mean(source.lm_head.weight, source_tokenizer, whole))
 
 
-def test_added_tokens_are_encoded_from_their_text(sliced_smollm2_dir, smollm2_tokenizer, tmp_path_factory):
-    tokenizer_dir = tmp_path_factory.mktemp("added-tok")
+def test_added_tokens_are_encoded_from_their_text(sliced_smollm2_dir, smollm2_tokenizer, tmp_path):
+    tokenizer_dir = tmp_path / "added-tok"
     tokenizer = AutoTokenizer.from_pretrained(sliced_smollm2_dir)
     tokenizer.add_tokens(["příliš", "žluťoučký"])
     tokenizer.save_pretrained(tokenizer_dir)
-    report, grown, _ = grow(sliced_smollm2_dir, tokenizer_dir, tmp_path_factory, pad_to_multiple_of=1)
+    report, grown, _ = grow(sliced_smollm2_dir, tokenizer_dir, tmp_path, pad_to_multiple_of=1)
     source = AutoModelForCausalLM.from_pretrained(sliced_smollm2_dir)
     assert report.new_token_ids.tolist() == [V_SMOLLM2, V_SMOLLM2 + 1] and report.new_rows == V_SMOLLM2 + 2
     pieces = smollm2_tokenizer.tokenize("příliš")
     assert pieces == ["p", "Å", "Ļ", "ÃŃ", "li", "Å¡"]
     torch.testing.assert_close(grown.model.embed_tokens.weight[V_SMOLLM2], expected_head_row(source.model.embed_tokens.weight, smollm2_tokenizer, pieces))
     # piece_weight 1 gives the plain mean of the pieces
-    _, plain, _ = grow(sliced_smollm2_dir, tokenizer_dir, tmp_path_factory, pad_to_multiple_of=1, piece_weight=1.0)
+    _, plain, _ = grow(sliced_smollm2_dir, tokenizer_dir, tmp_path, pad_to_multiple_of=1, piece_weight=1.0)
     torch.testing.assert_close(plain.model.embed_tokens.weight[V_SMOLLM2], expected_piece_mean(source.model.embed_tokens.weight, smollm2_tokenizer, pieces))
 
 
@@ -298,13 +301,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_untied_llama_dir, smollm
         init_model(tiny_untied_llama_dir, mistral_czech_tokenizer_dir, tiny_untied_llama_dir, progress=False)
 
 
-def test_random_rows_use_the_models_initializer_and_an_unchanged_vocabulary_copies_the_model(tiny_untied_llama_dir, mistral_tokenizer_dir, mistral_czech_tokenizer_dir, tmp_path_factory):
-    report, grown, _ = grow(tiny_untied_llama_dir, mistral_czech_tokenizer_dir, tmp_path_factory, init="random")
+def test_random_rows_use_the_models_initializer_and_an_unchanged_vocabulary_copies_the_model(tiny_untied_llama_dir, mistral_tokenizer_dir, mistral_czech_tokenizer_dir, tmp_path):
+    report, grown, _ = grow(tiny_untied_llama_dir, mistral_czech_tokenizer_dir, tmp_path, init="random")
     new_rows = grown.model.embed_tokens.weight[report.new_token_ids]
     assert abs(float(new_rows.std()) - grown.config.initializer_range) < 0.002 and abs(float(new_rows.mean())) < 0.002
     assert not torch.equal(grown.lm_head.weight[report.new_token_ids], new_rows)
 
-    report, same, _ = grow(tiny_untied_llama_dir, mistral_tokenizer_dir, tmp_path_factory)
+    report, same, _ = grow(tiny_untied_llama_dir, mistral_tokenizer_dir, tmp_path)
     source = AutoModelForCausalLM.from_pretrained(tiny_untied_llama_dir)
     assert len(report.new_token_ids) == 0 and len(report.padding_ids) == 0  # 32000 is already a multiple of 64
     for name, tensor in source.state_dict().items():
