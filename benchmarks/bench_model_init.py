@@ -57,6 +57,17 @@ def bits_per_byte(model, tokenizer, texts: list) -> tuple:
     return result.bits_per_byte, result.num_tokens
 
 
+def mass_on_new_rows(model, tokenizer, texts: list, first_new_id: int) -> float:
+    """Mean probability the model puts on the new tokens (ids first_new_id..len(tokenizer)-1) at every position
+    of `texts`: on text that keeps its old tokenization it is the whole of the loss the new rows add (-log(1 - mass))."""
+    masses = []
+    with torch.no_grad():
+        for text in texts:
+            logits = model(tokenizer(text, return_tensors="pt").input_ids[:, :512]).logits[0].float()
+            masses.append(logits.softmax(-1)[:, first_new_id : len(tokenizer)].sum(-1))
+    return float(torch.cat(masses).mean())
+
+
 def build_czech_tokenizer(workdir: Path, czech_vocab_size: int) -> tuple:
     """The tokenizer stage's pipeline: train a Czech byte-level BPE, expand SmolLM2 protecting English.
     Returns (folder, how)."""
@@ -220,7 +231,7 @@ def main() -> None:
     rows["base (own tokenizer)"] = {lang: bits_per_byte(model, base_tokenizer, texts) for lang, texts in heldout.items()}
     print("base", rows["base (own tokenizer)"], flush=True)
     base_model = model
-    costs = {}
+    costs, leaks = {}, {}
     expanded_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     distill = {"max_tokens": args.distill_max_tokens, "steps": args.distill_steps}
     for init in args.inits.split(","):
@@ -231,7 +242,8 @@ def main() -> None:
         if init == "distill":
             name += f" ({args.distill_max_tokens} most frequent new tokens, {args.distill_steps} steps; the rest mean_of_pieces)"
         rows[name] = {lang: bits_per_byte(model, expanded_tokenizer, texts) for lang, texts in heldout.items()}
-        print(init, rows[name], costs[init], flush=True)
+        leaks[init] = mass_on_new_rows(model, expanded_tokenizer, heldout["en"], len(base_tokenizer))
+        print(init, rows[name], costs[init], f"English mass on new rows {leaks[init]:.4f}", flush=True)
         del model
     swept = sweep(base_model, base_tokenizer, expanded_tokenizer, heldout, PIECE_WEIGHT, args.explore) if args.sweep else {}
     del base_model
@@ -266,6 +278,14 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     lines += table_rows(swept)
+    lines += [
+        "",
+        "Probability the expanded model puts on the new tokens at the English held-out positions (mean over positions;",
+        "where a text keeps its old tokenization, the bits it adds there are -log2(1 - mass) per token):",
+        "",
+        "| init | English mass on new rows |",
+        "|---|---|",
+    ] + [f"| {init} | {mass:.4f} |" for init, mass in leaks.items()]
     lines += [
         "",
         f"| step | wall s | vs load | peak RSS MiB | above import MiB | vs model size ({model_mib:.0f} MiB) |",
