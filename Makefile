@@ -36,7 +36,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests -m "not extended"
 
-# The end-to-end family runs left out of `make test` for CI time (Qwen 3, Gemma 3, Mistral).
+# The runs left out of `make test` for CI time: the Qwen 3, Gemma 3 and Mistral end-to-end runs, the gpt-oss expansion.
 test-extended: setup
 	$(PY) -m pytest -q tests -m extended
 

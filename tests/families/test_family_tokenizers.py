@@ -37,7 +37,10 @@ def test_family_is_recognised(name, base_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(FAMILIES))
+# gpt-oss (200k ids, ~25 s to expand) runs in `make test-extended`: it is not one of the bases the README names,
+# and the default suite must stay inside CI's 15 minutes.
+@pytest.mark.parametrize("name", [name if name != "gptoss" else pytest.param(name, marks=pytest.mark.extended)
+                                  for name in FAMILIES])
 def test_expansion_keeps_every_id_and_round_trips(name, expanded, heldout_texts, english_reference):
     base_path, expanded_path, plan = expanded(name)
     base, grown = _load(base_path), _load(expanded_path)
