@@ -236,17 +236,26 @@ def student_states(model, input_rows: torch.Tensor, teacher: TeacherBatch, setti
     return model.base_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True).last_hidden_state.float()
 
 
+def uses_negatives(settings: DistillSettings, tied: bool) -> bool:
+    """Whether a weighted loss reads the other contexts and reference positions (the cap, the logit change)."""
+    return settings.output_weight > 0 or (tied and settings.keep_logits_weight > 0)
+
+
 def losses(model, input_rows, head_rows, start_rows, teacher: TeacherBatch, negatives, first_piece_rows, settings):
-    """(input loss, output loss, cap loss, logit change) for one batch; see the module docstring."""
+    """(input loss, output loss, cap loss, logit change) for one batch; see the module docstring. The output loss
+    is always computed (it is the report's logit error); the cap and the logit change only when they are weighted."""
     states = student_states(model, input_rows, teacher, settings)
     input_loss = ((states - teacher.target_states) ** 2).mean() / (teacher.target_states**2).mean()
     logits = (teacher.prefix_state * head_rows[teacher.token_of_row]).sum(1)
     output_loss = ((logits - teacher.target_logit) ** 2).mean()
-    over_cap = negatives @ head_rows.T - negatives @ first_piece_rows.T  # (positions, tokens)
-    own = torch.zeros_like(over_cap, dtype=torch.bool)
-    own[torch.arange(len(teacher.token_of_row)), teacher.token_of_row] = True  # its own contexts have exact targets
-    cap_loss = (torch.relu(over_cap).masked_fill(own, 0.0) ** 2).mean()
-    logit_change = ((negatives @ (head_rows - start_rows).T) ** 2).mean()
+    cap_loss = logit_change = torch.zeros(())
+    if settings.output_weight > 0:
+        over_cap = negatives @ head_rows.T - negatives @ first_piece_rows.T  # (positions, tokens)
+        own = torch.zeros_like(over_cap, dtype=torch.bool)
+        own[torch.arange(len(teacher.token_of_row)), teacher.token_of_row] = True  # its own contexts have exact targets
+        cap_loss = (torch.relu(over_cap).masked_fill(own, 0.0) ** 2).mean()
+    if head_rows is input_rows and settings.keep_logits_weight > 0:
+        logit_change = ((negatives @ (head_rows - start_rows).T) ** 2).mean()
     return input_loss, output_loss, cap_loss, logit_change
 
 
@@ -305,7 +314,7 @@ def distill_new_rows(
     with_context = sorted((index for index, found in enumerate(starts) if found), key=lambda index: -counts[index])
     chosen = with_context if settings.max_tokens is None else with_context[: settings.max_tokens]
     negatives = torch.empty(0, old_head.shape[1])
-    if reference_texts is not None:
+    if reference_texts is not None and uses_negatives(settings, tied):
         negatives = reference_states(model, source_tokenizer, reference_texts, settings.reference_positions)
     report = DistillReport(
         new_tokens=len(new_token_ids), distilled=len(chosen), without_context=len(spellings) - len(with_context),
