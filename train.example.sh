@@ -8,8 +8,12 @@
 #     filesystem all nodes share; the first is master.
 #   CPU smoke run (2 procs):   PLUGIN=ddp NPROC=2 PRECISION=fp32 MAX_STEPS=8 bash train.example.sh
 #
-# colossalai run starts torchrun on every host (over ssh for a hostfile); torchrun must be on PATH,
-# hence the venv's bin first. `torchrun --nproc_per_node 8 train.py ...` works just as well on one node.
+# colossal_lang.training.launch_nodes runs `colossalai run` (which starts torchrun on every host, over ssh
+# for a hostfile) with only the environment variables a run needs (README, "Multi-node training": an
+# HF_TOKEN in this shell stays here), checks that every host answers over ssh first, and names the rank
+# that failed first. FORWARD="WANDB_API_KEY OTHER" passes more variables (their values are then on the
+# nodes' command lines). torchrun must be on PATH, hence the venv's bin first.
+# `torchrun --nproc_per_node 8 train.py ...` works just as well on one node.
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH="$PWD/.venv/bin:$PATH"
@@ -23,10 +27,13 @@ PRECISION=${PRECISION:-bf16}
 MAX_STEPS=${MAX_STEPS:-0}                                # 0: --num_epochs decides
 MASTER_PORT=${MASTER_PORT:-29500}
 
-LAUNCH=(colossalai run --nproc_per_node "$NPROC" --master_port "$MASTER_PORT")
+LAUNCH=(python -m colossal_lang.training.launch_nodes --nproc_per_node "$NPROC" --master_port "$MASTER_PORT")
 if [[ -n "${HOSTFILE:-}" ]]; then
     LAUNCH+=(--hostfile "$HOSTFILE")
 fi
+for name in ${FORWARD:-}; do
+    LAUNCH+=(--forward "$name")
+done
 
 EXTRA=()
 if [[ "$PLUGIN" != "ddp" ]]; then

@@ -40,7 +40,8 @@ RANK_PREFIX_TEMPLATE = r"[rank\${rank}]:"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="colossal-lang-launch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="colossal-lang-launch", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False, epilog="The other options are colossalai run's.")
     parser.add_argument("--forward", action="append", default=[], metavar="NAME",
                         help="also pass this environment variable to the nodes (repeatable); its value is then on "
                              "the nodes' command lines")

@@ -44,9 +44,9 @@ def hostfile(tmp_path, *hosts) -> str:
     return str(path)
 
 
-def launch(node: SshNode, command: list, timeout: int = 240, faults: str = "") -> tuple:
+def launch(node: SshNode, command: list, timeout: int = 240, **variables) -> tuple:
     """(result, seconds): `command` with the fake secret in its environment and node's HOME (its ssh config)."""
-    env = dict(environment(faults), HOME=str(node.home), HF_TOKEN=SECRET)
+    env = dict(environment(), HOME=str(node.home), HF_TOKEN=SECRET, **{k: str(v) for k, v in variables.items()})
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -84,7 +84,8 @@ def latest_step(save_dir) -> int:
 
 @pytest.fixture(scope="module")
 def killed_then_resumed(ssh_node, tiny_model_dir, packed_dataset, tmp_path_factory):
-    """Node 1's worker SIGKILLs itself at step KILL_STEP; then the same launch with --load_checkpoint latest."""
+    """Node 1's worker SIGKILLs itself at step KILL_STEP; then train.example.sh resumes (--load_checkpoint latest)
+    with the reference run's flags after its own (the last value of a flag wins)."""
     root = tmp_path_factory.mktemp("ssh-two-nodes")
     save_dir, killed_at = root / "save", root / "killed_at"
     hosts = hostfile(root, "127.0.0.1", ADDRESS)
@@ -94,7 +95,9 @@ def killed_then_resumed(ssh_node, tiny_model_dir, packed_dataset, tmp_path_facto
     ended = time.time()
     killed_steps = [r["step"] for r in step_records(save_dir / "log.jsonl")]
     resume_step = latest_step(save_dir)
-    resumed, seconds = launch(ssh_node, wrapper("--hostfile", hosts, "train.py", *args, "--load_checkpoint", "latest"))
+    resumed, seconds = launch(ssh_node, ["bash", "train.example.sh", *args, "--accumulation_steps", "1", "--keep_last", "0"],
+                              HOSTFILE=hosts, NPROC=1, PLUGIN="ddp", PRECISION="fp32", MASTER_PORT=free_port(),
+                              PRETRAINED=tiny_model_dir, DATASET=packed_dataset, SAVE_DIR=save_dir)
     return dict(save_dir=save_dir, killed=killed, exit_after_kill_s=ended - float(killed_at.read_text()),
                 killed_steps=killed_steps, resume_step=resume_step, resumed=resumed, resumed_s=seconds)
 
@@ -120,7 +123,7 @@ def test_a_killed_node_is_named_in_one_line_and_the_run_ends_within_30_s(killed_
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(run["save_dir"]) in " ".join(p.info["cmdline"] or [])]
 
 
-def test_two_nodes_over_ssh_train_like_one_node_with_two_processes_and_resume_exactly(killed_then_resumed,
+def test_train_example_sh_over_ssh_resumes_exactly_like_one_node_with_two_processes(killed_then_resumed,
                                                                                       uninterrupted):
     run = killed_then_resumed
     resumed = run["resumed"]
