@@ -39,13 +39,26 @@ def sshd_binary() -> str | None:
 
 
 def install_openssh_server() -> str | None:
-    """Debian's openssh-server through apt-get when sshd is missing and we are root (CI); the path to sshd."""
+    """Debian's openssh-server through apt-get when sshd is missing and we are root (CI); the path to sshd.
+
+    The package would start sshd on port 22 for good; a policy-rc.d that refuses (as Docker images ship) is
+    put in place for the install when there is none. .ci/run does the same before the suite.
+    """
     if sshd_binary() or os.geteuid() != 0 or not shutil.which("apt-get"):
         return sshd_binary()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "openssh-server"], env=env,
-                   check=True, capture_output=True, timeout=600)
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    if made_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "openssh-server"], env=env,
+                       check=True, capture_output=True, timeout=600)
+    finally:
+        if made_policy:
+            policy.unlink()
     return sshd_binary()
 
 
