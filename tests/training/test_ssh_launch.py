@@ -174,6 +174,7 @@ def test_an_unreachable_host_stops_the_launch_in_bounded_time_naming_it(ssh_node
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.startswith("error: cannot reach node 127.0.0.3 over SSH within 5 s (")
     assert refused.stderr.count("\n") == 1 and seconds < 20
+    print(f"\nrefused host: stopped after {seconds:.1f} s")
     with silent_listener() as sock:
         port = sock.getsockname()[1]
         silent, seconds = launch(ssh_node, wrapper("--hostfile", hostfile(tmp_path, "127.0.0.1", "127.0.0.4"),
@@ -181,6 +182,7 @@ def test_an_unreachable_host_stops_the_launch_in_bounded_time_naming_it(ssh_node
     assert silent.returncode == 2 and silent.stdout == ""
     assert silent.stderr.startswith(f"error: cannot reach node 127.0.0.4 port {port} over SSH within 3 s (")
     assert silent.stderr.count("\n") == 1 and 3 <= seconds < 20
+    print(f"silent host: stopped after {seconds:.1f} s")
     assert not [c for c in ssh_node.commands() if "torchrun" in c and "127.0.0.3" in c]
 
 
