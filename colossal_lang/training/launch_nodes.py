@@ -66,8 +66,12 @@ def listed_hosts(args) -> list[str]:
                 hosts = [line.strip() for line in handle if line.strip()]
         except OSError as error:
             raise InputError(f"cannot read the hostfile: {error.strerror}", args.hostfile) from None
-        if args.include:
-            hosts = [h for h in hosts if h in args.include.split(",")]
+        if args.include:  # in the order --include names them, as colossalai run numbers them
+            named = args.include.split(",")
+            unknown = [h for h in named if h not in hosts]
+            if unknown:
+                raise InputError(f"--include names {unknown[0]!r}, which is not in the hostfile", args.hostfile)
+            hosts = named
         if args.exclude:
             hosts = [h for h in hosts if h not in args.exclude.split(",")]
         return hosts[: args.num_nodes] if args.num_nodes > 0 else hosts
