@@ -20,6 +20,7 @@ The options are `colossalai run`'s (before the script), plus `--forward NAME` an
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import socket
@@ -28,6 +29,7 @@ import sys
 import threading
 
 from colossal_lang.errors import InputError
+from colossal_lang.io.error_text import one_line
 from colossal_lang.training.node_output import NodeOutput, exit_reason, without_values
 
 FORWARDED_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "SSH_AUTH_SOCK",
@@ -83,25 +85,47 @@ def is_this_machine(host: str, port) -> bool:
     if host in LOCAL_NAMES:
         return True
     try:
-        return socket.getaddrinfo(socket.getfqdn(host), port or 22) == socket.getaddrinfo(socket.gethostname(), port or 22)
+        port = port or 22
+        return socket.getaddrinfo(socket.getfqdn(host), port) == socket.getaddrinfo(socket.gethostname(), port)
     except OSError:
         raise InputError(f"cannot resolve host {host!r} in the host list") from None
+
+
+class KeptErrors(logging.Handler):
+    """paramiko's transport thread logs why it gave up (e.g. no SSH banner) and the caller only hears 'No
+    existing session': keep those records for the message, and off the terminal."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages = []
+
+    def emit(self, record) -> None:
+        self.messages.append(record.getMessage())
 
 
 def check_reachable(host: str, port, timeout: float) -> None:
     """Log in to `host` the way colossalai run will (fabric, ~/.ssh/config) and run `true`, within `timeout`."""
     import fabric
 
+    kept, logger = KeptErrors(), logging.getLogger("paramiko")
+    logger.addHandler(kept)
     connection = fabric.Connection(host, port=port, connect_timeout=timeout,
                                    connect_kwargs={"banner_timeout": timeout, "auth_timeout": timeout})
     try:
         connection.run("true", hide=True, timeout=timeout)
     except Exception as error:  # paramiko and socket errors have no common base worth naming
+        transport = connection.client.get_transport()
+        connection.close()
+        if transport is not None:
+            transport.join(timeout)  # its last words (the record kept) come from its own thread
         where = f"{host} port {port}" if port else host
-        raise InputError(f"cannot reach node {where} over SSH within {timeout:g} s ({type(error).__name__}: "
-                         f"{error or 'no answer'}); no node was started") from None
+        why = kept.messages[0].removeprefix("Exception (client): ") if kept.messages else \
+            f"{type(error).__name__}: {error or 'no answer'}"
+        raise InputError(f"cannot reach node {where} over SSH within {timeout:g} s ({one_line(why)}); "
+                         "no node was started") from None
     finally:
         connection.close()
+        logger.removeHandler(kept)
 
 
 def launch_environment(forward: list) -> dict:

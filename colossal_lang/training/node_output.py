@@ -22,7 +22,8 @@ NODE_STATUS = re.compile(r"^(\S+): (success|failure)$")
 EXPORTS = re.compile(r'export ((?:[A-Za-z_][A-Za-z0-9_]*="[^"]*" ?)+)')
 # How gloo, NCCL and the c10d store report a peer that went away: the failure happened elsewhere first.
 PEER_LOST = re.compile(r"Connection closed by peer|Connection reset by peer|Broken pipe|remote process exited|"
-                       r"DistNetworkError|recvValue failed|Socket Timeout|Connection refused|NCCL communicator was aborted",
+                       r"DistNetworkError|recvValue failed|Socket Timeout|Connection refused|"
+                       r"NCCL communicator was aborted",
                        re.IGNORECASE)
 TAIL_LINES = 8
 

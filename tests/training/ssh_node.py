@@ -28,7 +28,8 @@ RECORD_AND_RUN = """#!/bin/sh
 printf '%s\\n' "$SSH_ORIGINAL_COMMAND" >> {log}
 if [ -s {private} ]; then
     exec unshare --mount --propagation private sh -c \\
-        'while read -r dir; do mount -t tmpfs private "$dir"; done < {private}; exec "$SHELL" -c "$SSH_ORIGINAL_COMMAND"'
+        'while read -r dir; do mount -t tmpfs private "$dir"; done < {private}
+         exec "$SHELL" -c "$SSH_ORIGINAL_COMMAND"'
 fi
 exec "$SHELL" -c "$SSH_ORIGINAL_COMMAND"
 """
@@ -60,6 +61,18 @@ def install_openssh_server() -> str | None:
         if made_policy:
             policy.unlink()
     return sshd_binary()
+
+
+def can_mount_privately(scratch: Path) -> bool:
+    """Whether a command can get a mount namespace with a tmpfs of its own (root, and a runtime that allows it)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "private",
+                               str(scratch)], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        scratch.rmdir()
 
 
 def free_port(address: str) -> int:

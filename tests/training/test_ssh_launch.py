@@ -22,7 +22,7 @@ import pytest
 from tests.training.conftest import (REPO_ROOT, STEPS, VENV_BIN, assert_same_steps, base_args, environment, free_port,
                                      step_records)
 from colossal_lang.training.node_output import NodeOutput
-from tests.training.ssh_node import ADDRESS, SshNode, install_openssh_server
+from tests.training.ssh_node import ADDRESS, SshNode, can_mount_privately, install_openssh_server
 
 SECRET = "hf_fakeTOKENthatMustNotLeak0123456789"
 KILL_STEP = 5
@@ -30,7 +30,10 @@ KILL_STEP = 5
 
 @pytest.fixture(scope="session")
 def ssh_node(tmp_path_factory):
-    sshd = install_openssh_server()
+    try:
+        sshd = install_openssh_server()
+    except subprocess.SubprocessError as error:  # .ci/run installs it first, and fails there if it cannot
+        pytest.skip(f"openssh-server could not be installed: {error}")
     if sshd is None:
         pytest.skip("no sshd, and openssh-server cannot be installed here (not root, or no apt-get)")
     node = SshNode(tmp_path_factory.mktemp("ssh-node"), sshd).start()
@@ -95,7 +98,8 @@ def killed_then_resumed(ssh_node, tiny_model_dir, packed_dataset, tmp_path_facto
     ended = time.time()
     killed_steps = [r["step"] for r in step_records(save_dir / "log.jsonl")]
     resume_step = latest_step(save_dir)
-    resumed, seconds = launch(ssh_node, ["bash", "train.example.sh", *args, "--accumulation_steps", "1", "--keep_last", "0"],
+    example = ["bash", "train.example.sh", *args, "--accumulation_steps", "1", "--keep_last", "0"]
+    resumed, seconds = launch(ssh_node, example,
                               HOSTFILE=hosts, NPROC=1, PLUGIN="ddp", PRECISION="fp32", MASTER_PORT=free_port(),
                               PRETRAINED=tiny_model_dir, DATASET=packed_dataset, SAVE_DIR=save_dir)
     return dict(save_dir=save_dir, killed=killed, exit_after_kill_s=ended - float(killed_at.read_text()),
@@ -120,7 +124,8 @@ def test_a_killed_node_is_named_in_one_line_and_the_run_ends_within_30_s(killed_
     assert sorted(f.rank for f in output.failures) == [0, 1]
     assert output.lost_a_peer(0) and not output.lost_a_peer(1)
     print(f"\nnode failure to exit: {run['exit_after_kill_s']:.1f} s")
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(run["save_dir"]) in " ".join(p.info["cmdline"] or [])]
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(run["save_dir"]) in " ".join(p.info["cmdline"] or [])]
+    assert not left
 
 
 def test_train_example_sh_over_ssh_resumes_exactly_like_one_node_with_two_processes(killed_then_resumed,
@@ -180,7 +185,8 @@ def test_an_unreachable_host_stops_the_launch_in_bounded_time_naming_it(ssh_node
         silent, seconds = launch(ssh_node, wrapper("--hostfile", hostfile(tmp_path, "127.0.0.1", "127.0.0.4"),
                                                    "--ssh-port", port, "--ssh_timeout", 3, "train.py"), timeout=60)
     assert silent.returncode == 2 and silent.stdout == ""
-    assert silent.stderr.startswith(f"error: cannot reach node 127.0.0.4 port {port} over SSH within 3 s (")
+    assert silent.stderr == (f"error: cannot reach node 127.0.0.4 port {port} over SSH within 3 s (Error reading SSH "
+                             "protocol banner); no node was started\n")
     assert silent.stderr.count("\n") == 1 and 3 <= seconds < 20
     print(f"silent host: stopped after {seconds:.1f} s")
     assert not [c for c in ssh_node.commands() if "torchrun" in c and "127.0.0.3" in c]
@@ -189,6 +195,8 @@ def test_an_unreachable_host_stops_the_launch_in_bounded_time_naming_it(ssh_node
 def test_a_node_that_does_not_share_save_dir_stops_both_before_training(ssh_node, tiny_model_dir, packed_dataset,
                                                                         tmp_path):
     """Node 1 runs in a mount namespace with an empty tmpfs over the save_dir's parent: rank 0's file is not there."""
+    if not can_mount_privately(tmp_path / "scratch"):
+        pytest.skip("no private mount namespace here (unshare --mount needs root and a runtime that allows it)")
     private = tmp_path / "private"
     private.mkdir()
     ssh_node.set_private_dirs([private])
