@@ -135,6 +135,9 @@ class AdaptationConfig:
     reference_model: Optional[str] = field(default=None, metadata=flag("frozen original model (default: --pretrained)"))
     kl_categories: Optional[List[str]] = field(default=None, metadata=flag(
         "categories (replay data) that get the KL term (default: all)", nargs="*"))
+    stages: Optional[str] = field(default=None, metadata=flag(
+        "what learns when, as WHAT:STEPS,... with WHAT new_rows|embeddings|all; the last may omit STEPS "
+        "(e.g. new_rows:200,embeddings:300,all; see docs/training.md)"))
 
 
 @dataclass
@@ -151,9 +154,9 @@ class GuardConfig:
 class LoggingConfig:
     """logging"""
     tensorboard_dir: Optional[str] = field(default=None, metadata=flag("tensorboard event folder (default: none)"))
-    log_interval: int = field(default=1, metadata=flag("tensorboard/console every N steps"))
+    log_interval: int = field(default=1, metadata=flag("tensorboard scalars every N steps (at least 1)"))
     loss_log: Optional[str] = field(default=None, metadata=flag(
-        "append one JSON line per step (step, loss, lr, ...) to this file (rank 0)"))
+        "append one JSON line per step (step, stage, loss, lr, ...) and per event to this file (rank 0)"))
     log_samples: bool = field(default=False, metadata=flag("add the dataset row indices of every step (all ranks) to --loss_log"))
     progress: bool = field(default=True, metadata=flag("progress bar on rank 0"))
     benchmark: bool = field(default=False, metadata=flag(

@@ -19,7 +19,7 @@ def train(config: TrainConfig) -> dict:
         while run.position.step < run.stop_at and run.position.epoch < run.max_epochs:
             for micro_batches in epoch_batches(run):
                 record = train_step(run.step_context, micro_batches, run.position.step + 1, run.guard, run.lr_scheduler,
-                                    config.optim.grad_clip, run.new_rows, config.logging.log_samples)
+                                    config.optim.grad_clip, run.new_rows, config.logging.log_samples, run.staged)
                 advance(run, record, micro_batches)
                 if run.position.step >= run.stop_at:
                     break

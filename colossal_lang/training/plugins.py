@@ -59,6 +59,11 @@ def check_plugin(config, world_size: int, model_config=None) -> None:
         raise InputError(f"LoRA runs with --plugin ddp, zero2 or zero2_cpu, not {args.plugin}")
     if args.plugin in ("gemini", "gemini_auto") and (args.freeze_non_embeds_params or args.train_new_rows_only):
         raise InputError("Gemini needs every parameter to train; use ddp, zero2 or 3d for the freeze modes")
+    if args.stages and args.plugin != "ddp":
+        # Stages drop and mask gradients of whole parameters and rows after backward; the sharded plugins keep
+        # gradients in their own buckets (zero2, gemini) or split the vocabulary over ranks (3d).
+        raise InputError(f"--stages runs with --plugin ddp only (the sharded plugins hold gradients in their own "
+                         f"buckets), not {args.plugin}")
     if args.train_new_rows_only and args.plugin != "ddp":
         raise InputError("--train_new_rows_only masks gradients of single rows, which only --plugin ddp keeps whole")
     if args.plugin == "3d":

@@ -20,13 +20,14 @@ from colossal_lang.data.arrow_output import tokenizer_hash
 from colossal_lang.data.loader import load_prepared_dataset
 from colossal_lang.io.models import load_model_config
 from colossal_lang.io.tokenizer_files import load_hf_tokenizer
-from colossal_lang.training import adaptation, boosted, checkpoint, nodes, plugins, setup
+from colossal_lang.training import adaptation, boosted, checkpoint, nodes, plugins, setup, stages
 from colossal_lang.training.checkpointer import Checkpointer
 from colossal_lang.training.config import TrainConfig, write_config_file
 from colossal_lang.training.launch import SaveDirLock, die_with_launcher, single_process_defaults
 from colossal_lang.training.metrics import StepLogger
 from colossal_lang.training.optim import build_optimizer, build_scheduler, parameter_groups
 from colossal_lang.training.spike_guard import SpikeGuard
+from colossal_lang.training.stages import StagedParameters
 from colossal_lang.training.step import StepContext
 from colossal_lang.training.train_step import NewRows
 
@@ -65,6 +66,7 @@ class Run:
     world_size: int
     dp_size: int
     lock: Optional[SaveDirLock]
+    staged: Optional[StagedParameters] = None
 
     @property
     def schedule(self):
@@ -146,7 +148,9 @@ def assemble_run(config: TrainConfig, hf_config, prepared, tokenizer, lock: Opti
     # --max_steps sets the run's length (cycling through epochs as needed); otherwise --num_epochs does.
     optim = config.optim
     total_steps = optim.max_steps or sampler.steps_per_epoch * optim.num_epochs
-    groups = parameter_groups(model, optim.weight_decay, no_decay_params=parts.new_row_matrices)
+    staged = build_stages(config, model, parts.new_token_start)
+    exempt = parts.new_row_matrices + (staged.embedding_matrices if staged else [])  # decayed by hand, by row
+    groups = parameter_groups(model, optim.weight_decay, no_decay_params=exempt)
     optimizer = build_optimizer(optim, groups)
     lr_scheduler = build_scheduler(optim, optimizer, total_steps)
     model, optimizer, _, _, lr_scheduler = booster.boost(model, optimizer, lr_scheduler=lr_scheduler)
@@ -173,7 +177,7 @@ def assemble_run(config: TrainConfig, hf_config, prepared, tokenizer, lock: Opti
               new_rows=NewRows(parts.new_row_matrices, parts.new_token_start, optim.weight_decay),
               position=Position(), total_steps=total_steps, stop_at=total_steps,
               max_epochs=math.inf if optim.max_steps else optim.num_epochs, world_size=world_size, dp_size=dp_size,
-              lock=lock)
+              lock=lock, staged=staged)
     run.checkpointer = Checkpointer(config.checkpoint, booster, model, optimizer, lr_scheduler, tokenizer, guard,
                                     run.running_states, log)
     resume(run, dp_rank, hf_config)
@@ -186,6 +190,13 @@ def assemble_run(config: TrainConfig, hf_config, prepared, tokenizer, lock: Opti
     if sampler.samples_per_epoch < len(prepared.dataset):
         log(f"each epoch drops its last {len(prepared.dataset) - sampler.samples_per_epoch} sequences (less than a global batch)")
     return run
+
+
+def build_stages(config: TrainConfig, model, new_token_start) -> Optional[StagedParameters]:
+    if config.adaptation.stages is None:
+        return None
+    return stages.staged_parameters(model, stages.parse_stages(config.adaptation.stages), new_token_start,
+                                    config.optim.weight_decay, adaptation.embedding_matrices(model))
 
 
 def resume(run: Run, dp_rank: int, hf_config) -> None:
@@ -206,5 +217,7 @@ def resume(run: Run, dp_rank: int, hf_config) -> None:
             set_seed(run.config.optim.seed + 1000 * at.step + dp_rank)
         log(f"resumed from {states['path']}: epoch {at.epoch}, step {at.step}, {at.consumed} samples into the epoch")
     run.total_steps = run.schedule.total_steps  # a resumed schedule keeps its length
+    if run.staged is not None:
+        stages.check_stages_cover(run.staged.stages, run.total_steps)
     stop = run.config.optim.stop_at_step
     run.stop_at = min(run.total_steps, stop) if stop else run.total_steps

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from colossal_lang.training import adaptation, boosted
 from colossal_lang.training.spike_guard import OK, SpikeGuard
+from colossal_lang.training.stages import StagedParameters
 from colossal_lang.training.step import StepContext, clip_and_norm, forward_backward
 
 FP16_OVERFLOW = "fp16_overflow"
@@ -23,6 +24,7 @@ class StepRecord:
     grad_norm: Optional[float]
     lr: float  # the LR the step ran with
     verdict: str  # ok, not_finite, spike (the guard's), fp16_overflow (the plugin skipped the step)
+    stage: str = "all"  # --stages: what learned in this step (new_rows, embeddings, all)
     diverged: bool = False  # the plugin's step applied non-finite gradients: the weights must be rolled back
     stats: dict = field(default_factory=dict)  # forward_backward's global sums (tokens, per-category losses, ...)
     events: List[dict] = field(default_factory=list)  # for the step log, before the step's own line
@@ -41,15 +43,20 @@ class NewRows:
 
 
 def train_step(ctx: StepContext, micro_batches: List[dict], step: int, guard: SpikeGuard, lr_scheduler,
-               grad_clip: float, new_rows: NewRows, log_samples: bool = False) -> StepRecord:
+               grad_clip: float, new_rows: NewRows, log_samples: bool = False,
+               staged: Optional[StagedParameters] = None) -> StepRecord:
     ctx.model.train()
     stats = forward_backward(ctx, micro_batches, step, log_samples=log_samples)
+    stage = staged.mask_gradients(step) if staged is not None else None
     grad_norm = clip_and_norm(ctx, grad_clip)
     lr = lr_scheduler.get_last_lr()[0]
-    record = StepRecord(step, stats["loss"], grad_norm, lr, guard.judge(step, stats["loss"], grad_norm), stats=stats)
+    record = StepRecord(step, stats["loss"], grad_norm, lr, guard.judge(step, stats["loss"], grad_norm),
+                        stage=stage.kind if stage else "all", stats=stats)
     if record.verdict == OK:
         if new_rows.matrices:
             adaptation.decay_new_rows(new_rows.matrices, new_rows.start, lr, new_rows.weight_decay)
+        if stage is not None:
+            staged.decay_embeddings(stage, lr)
         optimizer_step(ctx, record)
     else:
         if ctx.traits.amp_scaler:  # the skipped step still tells the loss scaler what it saw
