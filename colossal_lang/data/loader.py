@@ -22,7 +22,6 @@ from torch.utils.data import Sampler
 from colossal_lang.data.format import ARROW_DIR, COLUMNS, MANIFEST_FILE, Manifest, read_manifest
 from colossal_lang.errors import InputError
 
-MANIFEST = MANIFEST_FILE  # its old name here
 ATTENTION_MODES = ("doc_causal", "causal", "position_ids_only")
 
 
