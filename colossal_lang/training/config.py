@@ -1,6 +1,6 @@
 """train.py's configuration: typed groups of settings, each field one flag (same name), documented by its help.
 
-`parse_train_args` parses the command line (and `--config` YAML/JSON), then `TrainConfig.resolve` checks and
+`flags.parse_train_args` parses the command line (and `--config` YAML/JSON), then `resolve.resolve` checks and
 completes it once: derived defaults (`tokenizer_dir`), Colossal-LLaMA spellings mapped onto their settings,
 and every check that needs no model or device. Builders take only their own group. The groups and the flags
 are built from the same fields (flags.py), so each flag is defined once.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 from colossal_lang.errors import InputError
 
@@ -192,21 +192,6 @@ class TrainConfig:
         for name in GROUPS:
             values.update(asdict(getattr(self, name)))
         return dict(sorted(values.items()))
-
-    def resolve(self) -> "TrainConfig":
-        from colossal_lang.training.resolve import resolve
-
-        resolve(self)
-        return self
-
-
-def parse_train_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    from colossal_lang.cli import parse_args_with_config
-    from colossal_lang.training.flags import build_parser
-
-    namespace = vars(parse_args_with_config(build_parser(), argv))
-    namespace.pop("config", None)
-    return TrainConfig.from_flat(namespace).resolve()
 
 
 def write_config_file(config: TrainConfig, path: str) -> None:

@@ -117,7 +117,7 @@ def staged_parameters(model, stages: Sequence[Stage], new_token_start: Optional[
     """Split the model's parameters into the embedding matrices and the rest (`model` before boosting)."""
     vocab_rows = embedding_matrices[0].shape[0]
     if any(stage.kind == "new_rows" for stage in stages) and not (new_token_start and new_token_start < vocab_rows):
-        raise InputError("--stages new_rows needs --new_token_start (or --reference_model) below the "
+        raise InputError("--stages new_rows (and --train_new_rows_only) need --new_token_start (or --reference_model) below the "
                          f"{vocab_rows} embedding rows (got {new_token_start})")
     matrix_ids = {id(weight) for weight in embedding_matrices}
     layers, seen = [], set()

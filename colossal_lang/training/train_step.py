@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from colossal_lang.training import adaptation, boosted
+from colossal_lang.training import boosted
 from colossal_lang.training.spike_guard import OK, SpikeGuard
 from colossal_lang.training.stages import StagedParameters
-from colossal_lang.training.step import StepContext, clip_and_norm, forward_backward
+from colossal_lang.training.forward_backward import StepContext, clip_and_norm, forward_backward
 
 FP16_OVERFLOW = "fp16_overflow"
 
@@ -34,27 +34,27 @@ class StepRecord:
         return self.verdict != OK or self.diverged
 
 
-@dataclass
-class NewRows:
-    """--train_new_rows_only: the row-masked matrices, their first trained row, and the decay they get by hand."""
-    matrices: list
-    start: Optional[int]
-    weight_decay: float
+@dataclass(frozen=True)
+class Optimization:
+    """What a step needs beyond forward/backward: the guard, the schedule, clipping, and what learns when."""
+    guard: SpikeGuard
+    lr_scheduler: object
+    grad_clip: float
+    staged: Optional[StagedParameters] = None  # --stages / --train_new_rows_only: gradients masked per stage
+    log_samples: bool = False
 
 
-def train_step(ctx: StepContext, micro_batches: List[dict], step: int, guard: SpikeGuard, lr_scheduler,
-               grad_clip: float, new_rows: NewRows, log_samples: bool = False,
-               staged: Optional[StagedParameters] = None) -> StepRecord:
+def train_step(ctx: StepContext, optimization: Optimization, micro_batches: List[dict], step: int) -> StepRecord:
     ctx.model.train()
-    stats = forward_backward(ctx, micro_batches, step, log_samples=log_samples)
+    stats = forward_backward(ctx, micro_batches, step, log_samples=optimization.log_samples)
+    staged = optimization.staged
     stage = staged.mask_gradients(step) if staged is not None else None
-    grad_norm = clip_and_norm(ctx, grad_clip)
-    lr = lr_scheduler.get_last_lr()[0]
+    grad_norm = clip_and_norm(ctx, optimization.grad_clip)
+    lr = optimization.lr_scheduler.get_last_lr()[0]
+    guard = optimization.guard
     record = StepRecord(step, stats["loss"], grad_norm, lr, guard.judge(step, stats["loss"], grad_norm),
                         stage=stage.kind if stage else "all", stats=stats)
     if record.verdict == OK:
-        if new_rows.matrices:
-            adaptation.decay_new_rows(new_rows.matrices, new_rows.start, lr, new_rows.weight_decay)
         if stage is not None:
             staged.decay_embeddings(stage, lr)
         optimizer_step(ctx, record)
@@ -64,7 +64,7 @@ def train_step(ctx: StepContext, micro_batches: List[dict], step: int, guard: Sp
         record.events.append(guard.events[-1])
     boosted.reset_gradient_accumulation(ctx.optimizer)
     ctx.optimizer.zero_grad()
-    lr_scheduler.step()
+    optimization.lr_scheduler.step()
     return record
 
 

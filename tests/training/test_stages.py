@@ -89,7 +89,7 @@ def test_resume_inside_a_stage_is_exact(staged_runs, tiny_model_dir):
 def test_stages_that_do_not_fit_the_run_are_refused(staged_runs):
     _, stdout = staged_runs
     assert "INPUT_ERROR 4: --stages covers 4 steps but the run has 6" in stdout
-    assert "INPUT_ERROR 5: --stages new_rows needs --new_token_start" in stdout
+    assert "INPUT_ERROR 5: --stages new_rows (and --train_new_rows_only) need --new_token_start" in stdout
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -118,7 +118,7 @@ def test_stages_are_refused_with_other_freeze_modes_and_sharded_plugins(tiny_mod
                                                                         monkeypatch):
     from colossal_lang.errors import InputError
     from colossal_lang.training import plugins
-    from colossal_lang.training.config import parse_train_args
+    from colossal_lang.training.flags import parse_train_args
 
     args = base_args(tiny_model_dir, packed_dataset, tmp_path, stages=SPEC, new_token_start=NEW)
     with pytest.raises(InputError, match="--stages decides what trains"):
