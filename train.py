@@ -8,10 +8,9 @@ from colossal_lang.errors import run_cli
 
 
 def main(argv=None):
-    from colossal_lang.training.config import parse_train_args
-    from colossal_lang.training.loop import train
+    from colossal_lang.training.loop import main as train_main
 
-    return train(parse_train_args(argv))
+    return train_main(argv)
 
 
 if __name__ == "__main__":

@@ -42,4 +42,6 @@ multiple_choice = command("colossal_lang.evaluation.multiple_choice")
 compare = command("colossal_lang.evaluation.compare")
 build_translation_mc = command("colossal_lang.evaluation.build_translation_mc")
 generate = command("colossal_lang.inference")
+# Single-process, or under a launcher: `torchrun --nproc_per_node N --no-python colossal-lang-train ...`.
+train = command("colossal_lang.training.loop")
 launch_nodes = command("colossal_lang.training.launch_nodes")

@@ -79,7 +79,7 @@ def test_the_layering_check_catches_upstream_imports(tmp_path):
     package = tmp_path / "colossal_lang"
     for folder in ("tokenizer", "evaluation", "testing"):
         (package / folder).mkdir(parents=True)
-    (package / "tokenizer" / "bad.py").write_text("def f():\n    from colossal_lang.data.records import scan_inputs\n")
+    (package / "tokenizer" / "bad.py").write_text("def f():\n    from colossal_lang.data.records import file_digest\n")
     (package / "evaluation" / "bad.py").write_text("from ..inference import generate\nfrom ..io import jsonl\n")
     (package / "testing" / "fixtures.py").write_text("from colossal_lang.training import loop\n")
     (package / "errors.py").write_text("from colossal_lang import training\n")

@@ -22,9 +22,8 @@ import pyarrow as pa
 
 from colossal_lang.data.batch_tokenize import labels_of
 from colossal_lang.data.chunking import gather_index
-from colossal_lang.data.format import FORMAT, MANIFEST_FILE, features  # noqa: F401  (FORMAT: old import path)
+from colossal_lang.data.format import MANIFEST_FILE, features
 from colossal_lang.errors import InputError
-from colossal_lang.io.atomic_folder import staged_folder
 
 # Files that define a tokenizer's behaviour; model weights in the same folder do not change the hash.
 TOKENIZER_FILES = (

@@ -22,7 +22,6 @@ from torch.utils.data import Sampler
 from colossal_lang.data.format import ARROW_DIR, COLUMNS, MANIFEST_FILE, Manifest, read_manifest
 from colossal_lang.errors import InputError
 
-MANIFEST = MANIFEST_FILE  # its old name here
 ATTENTION_MODES = ("doc_causal", "causal", "position_ids_only")
 
 
@@ -66,12 +65,32 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
     after the other. Bare part folders (Colossal-LLaMA's `--dataset .../arrow/part-00000 ...`) are each a
     path with one part, so they form one bucket and are shuffled together, as in Colossal-LLaMA.
     """
-    from datasets import concatenate_datasets, load_from_disk
+    from datasets import concatenate_datasets
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
         raise InputError("no dataset given (--dataset)")
+    buckets, manifests = _buckets_and_manifests(paths)
+    curriculum = _check_manifests_agree(manifests)
+    first = manifests[0][1] if manifests else Manifest(kind="pretrain", max_length=None, tokenizer_hash=None)
+    datasets, bucket_sizes = [], []
+    for folders in buckets:  # every bucket has a part: bucket k exists because some path has k + 1 parts
+        parts = [_load_part(folder) for folder in folders]
+        datasets.extend(parts)
+        bucket_sizes.append(sum(len(part) for part in parts))
+    dataset = concatenate_datasets(datasets) if len(datasets) > 1 else datasets[0]
+    if len(dataset) == 0:
+        raise InputError(f"the dataset(s) {', '.join(map(str, paths))} hold no rows")
+    return PreparedDataset(
+        dataset=dataset.with_format("python"), packing=first.packing, max_length=first.max_length,
+        tokenizer_hash=first.tokenizer_hash, categories=sorted(set(dataset.unique("category"))),
+        sources=[str(p) for p in paths], bucket_sizes=bucket_sizes, curriculum=curriculum,
+    )
+
+
+def _buckets_and_manifests(paths: Sequence[str]):
+    """([part folders of bucket k for k ...], [(path, manifest) of the paths that have one])."""
     parts_per_path, manifests = [], []
     for raw in paths:
         path = Path(raw)
@@ -82,8 +101,11 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
         if manifest is not None:
             manifests.append((path, manifest))
     num_buckets = max(len(folders) for folders in parts_per_path)
-    buckets = [[folders[k] for folders in parts_per_path if k < len(folders)] for k in range(num_buckets)]
+    return [[folders[k] for folders in parts_per_path if k < len(folders)] for k in range(num_buckets)], manifests
 
+
+def _check_manifests_agree(manifests) -> bool:
+    """Refuse datasets prepared differently; returns whether their order is a curriculum."""
     for key in ("tokenizer_hash", "max_length", "packing"):
         values = {getattr(m, key) for _, m in manifests}
         if len(values) > 1:
@@ -93,35 +115,20 @@ def load_prepared_dataset(paths: Sequence[str]) -> PreparedDataset:
     if len(set(curriculum.values())) > 1:  # one order for the whole run: no shuffling half of it
         listing = "; ".join(f"{p}: {'curriculum' if c else 'shuffle'}" for p, c in curriculum.items())
         raise InputError(f"datasets disagree on order ({listing}); prepare them with the same --order")
-    first = manifests[0][1] if manifests else Manifest(kind="pretrain", max_length=None, tokenizer_hash=None)
+    return any(curriculum.values())
 
-    datasets, bucket_sizes = [], []
-    for folder, bucket in ((folder, k) for k, folders in enumerate(buckets) for folder in folders):
-        try:
-            part = load_from_disk(str(folder))
-        except Exception as error:  # datasets raises several types for damaged folders
-            raise InputError(f"cannot load arrow part: {error}", folder) from None
-        missing = [c for c in COLUMNS if c not in part.column_names]
-        if missing:
-            raise InputError(f"part lacks column(s) {', '.join(missing)}", folder)
-        datasets.append(part.select_columns(list(COLUMNS)))
-        if bucket == len(bucket_sizes):
-            bucket_sizes.append(0)
-        bucket_sizes[bucket] += len(part)
-    dataset = concatenate_datasets(datasets) if len(datasets) > 1 else datasets[0]
-    if len(dataset) == 0:
-        raise InputError(f"the dataset(s) {', '.join(map(str, paths))} hold no rows")
-    categories = sorted(set(dataset.unique("category")))
-    return PreparedDataset(
-        dataset=dataset.with_format("python"),
-        packing=first.packing,
-        max_length=first.max_length,
-        tokenizer_hash=first.tokenizer_hash,
-        categories=categories,
-        sources=[str(p) for p in paths],
-        bucket_sizes=bucket_sizes,
-        curriculum=any(curriculum.values()),
-    )
+
+def _load_part(folder: Path):
+    from datasets import load_from_disk
+
+    try:
+        part = load_from_disk(str(folder))
+    except Exception as error:  # datasets raises several types for damaged folders
+        raise InputError(f"cannot load arrow part: {error}", folder) from None
+    missing = [c for c in COLUMNS if c not in part.column_names]
+    if missing:
+        raise InputError(f"part lacks column(s) {', '.join(missing)}", folder)
+    return part.select_columns(list(COLUMNS))
 
 
 class PackedCollator:

@@ -21,7 +21,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from colossal_lang.data.format import ORDER_CHOICES  # noqa: F401  (its old import path)
 from colossal_lang.errors import InputError
 
 

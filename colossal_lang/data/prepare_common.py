@@ -59,7 +59,7 @@ def add_common_flags(parser: argparse.ArgumentParser, default_packing: str) -> N
     parser.add_argument("--num_proc", type=int, default=1,
                         help="worker processes: tokenizing the input, then writing the output buckets")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--overwrite", action="store_true", help="replace an output folder holding another dataset")
+    add_boolean_flag(parser, "overwrite", False, "replace an output folder holding another dataset")
     scale = parser.add_argument_group("corpus scale (memory, resume, many machines)")
     scale.add_argument("--buffer_tokens", type=int, default=DEFAULT_BUFFER_TOKENS,
                        help="packing window per category, in tokens (about 10 bytes each): peak memory grows with it "

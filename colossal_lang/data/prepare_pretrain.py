@@ -14,9 +14,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from colossal_lang.cli import parse_args_with_config
-from colossal_lang.data.prepare_common import (  # noqa: F401  (add_common_flags, check_common_flags: old import path)
-    add_common_flags, check_common_flags, run_preparation,
-)
+from colossal_lang.data.prepare_common import add_common_flags, run_preparation
 from colossal_lang.data.records import validate_pretrain_record
 from colossal_lang.data.stream_part import RecordKind
 from colossal_lang.data.tokenize_pretrain import (

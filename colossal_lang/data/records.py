@@ -12,9 +12,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from colossal_lang.io.jsonl import iter_jsonl, list_jsonl_files, report_bad_record
+from colossal_lang.io.jsonl import iter_jsonl, report_bad_record
 
 PRETRAIN_FIELDS = ("source", "target", "category")
 SFT_ROLE_ALIASES = {"human": "user", "user": "user", "assistant": "assistant", "system": "system"}
@@ -126,27 +126,6 @@ def file_digest(path) -> Tuple[str, int]:
             digest.update(block)
             lines += block.count(b"\n")
     return digest.hexdigest(), lines
-
-
-@dataclass
-class InputFiles:
-    """The jsonl files of a run, in reading order, with their combined hash and line count."""
-
-    files: List[Path]
-    sha256: str
-    lines: int  # newline count, the progress bar's total
-
-
-def scan_inputs(inputs: Union[str, Iterable[str]]) -> InputFiles:
-    """List the jsonl files under `inputs` (sorted within each folder) and hash names and contents."""
-    files = list_jsonl_files(inputs)
-    digest = hashlib.sha256()
-    lines = 0
-    for path in files:
-        file_sha256, file_lines = file_digest(path)
-        digest.update(str(path).encode() + b"\0" + file_sha256.encode())
-        lines += file_lines
-    return InputFiles(files, digest.hexdigest(), lines)
 
 
 @dataclass

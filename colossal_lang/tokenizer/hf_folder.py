@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
+from colossal_lang.errors import InputError
+
 CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from colossal_lang.cli import parse_args_with_config, str2bool
+from colossal_lang.cli import add_boolean_flag, parse_args_with_config
 from colossal_lang.errors import InputError, run_cli
 from colossal_lang.io.atomic_folder import staged_folder
 from colossal_lang.io.hf_folders import check_output_folder
@@ -134,11 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--expand_from_tokenizer", default=None, help="a trained target tokenizer folder or .model")
     parser.add_argument("--reference_text", default="data/pretrain/en",
                         help="original-language jsonl/.txt whose tokenization must not change")
-    parser.add_argument("--no_protect", action="store_true", help="keep pieces even if they change the reference text")
+    add_boolean_flag(parser, "protect", True,
+                     "drop pieces that change the reference text's tokenization (--no_protect keeps them)")
     parser.add_argument("--eval_text", default=None, help="target-language jsonl to report compression on")
-    parser.add_argument("--target_script_only", type=str2bool, nargs="?", const=True, default=False)
+    add_boolean_flag(parser, "target_script_only", False, "keep only pieces with a letter of the target script")
     parser.add_argument("--target_script", default=None, help="Unicode script name prefix, e.g. LATIN, CYRILLIC")
-    parser.add_argument("--swap", action="store_true", help="replace the vocabulary and write token_alignment.json")
+    add_boolean_flag(parser, "swap", False, "replace the vocabulary and write token_alignment.json")
     parser.add_argument("--bilingual_dictionary", default=None, help="tsv target<TAB>source, for --swap")
     return parser
 
@@ -171,7 +172,7 @@ def main(argv: Optional[List[str]] = None):
         pieces_bytes = [piece.encode("utf-8") for piece in read_expand_tokens_file(args.expand_tokens_file)]
     else:
         pieces_bytes = pieces_as_bytes_from_tokenizer(Path(args.expand_from_tokenizer))
-    reference = None if args.no_protect else load_texts(args.reference_text)
+    reference = load_texts(args.reference_text) if args.protect else None
     eval_texts = load_texts(args.eval_text) if args.eval_text else None  # read before any output is written
     family, base, plan, expanded = expand(source_dir, pieces_bytes, reference,
                                           args.target_script_only, args.target_script)

@@ -5,13 +5,11 @@ The generic loading (tokenizer.json, SentencePiece models, `AutoTokenizer`) is i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Union
 
 from colossal_lang.errors import InputError
-from colossal_lang.io.tokenizer_files import (find_sentencepiece_model, load_base_tokenizer_json, load_hf_tokenizer,
-                                              sentencepiece_processor)
+from colossal_lang.io.tokenizer_files import load_hf_tokenizer, sentencepiece_processor
 
 
 def load_encoder(path: Union[str, Path]):

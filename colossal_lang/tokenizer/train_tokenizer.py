@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Set
 
-from colossal_lang.cli import parse_args_with_config, str2bool
+from colossal_lang.cli import add_boolean_flag, parse_args_with_config
 from colossal_lang.errors import InputError, run_cli
 from colossal_lang.io.atomic_folder import staged_folder
 from colossal_lang.io.hf_folders import check_output_folder
@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vocab_size", type=int, default=16000)
     parser.add_argument("--max_sentences", type=int, default=2_000_000, help="lines sampled for training (0: all)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--target_script_only", type=str2bool, nargs="?", const=True, default=False,
-                        help="keep only pieces with a non-ASCII letter (of --target_script when given)")
+    add_boolean_flag(parser, "target_script_only", False,
+                     "keep only pieces with a non-ASCII letter (of --target_script when given)")
     parser.add_argument("--target_script", default=None, help="Unicode script name prefix, e.g. LATIN, CYRILLIC")
     parser.add_argument("--output_dir", required=True)
     return parser

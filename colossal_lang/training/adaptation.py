@@ -1,10 +1,9 @@
 """Language-adaptation techniques applied to the model before boosting: freeze modes, NEFTune, LoRA.
 
 - `--freeze_non_embeds_params`: only the input embeddings and the LM head train.
-- `--train_new_rows_only`: only the rows of new tokens (ids >= new_token_start) of the embeddings and head
-  train. Gradients of the old rows are zeroed by a hook, and the embedding matrices sit in a group without
-  weight decay, so AdamW/LionW leave old rows bit-for-bit unchanged (zero gradient, zero moments, no decay);
-  `decay_new_rows` applies the decoupled weight decay to the new rows by hand.
+- `--train_new_rows_only`: the layers freeze as above, and the run is one `new_rows` stage (stages.py): the
+  old rows' gradients are zeroed after each backward and the new rows get their weight decay by hand, so
+  AdamW/LionW leave old rows bit-for-bit unchanged (zero gradient, zero moments, no decay).
 - NEFTune (Jain et al. 2023): uniform noise of scale alpha/sqrt(L·d) on the input embeddings, training only.
 """
 
@@ -35,31 +34,6 @@ def freeze_non_embeddings(model) -> None:
     keep = {id(p) for p in embedding_matrices(model)}
     for param in model.parameters():
         param.requires_grad_(id(param) in keep)
-
-
-def train_new_rows_only(model, new_token_start: int) -> List[torch.nn.Parameter]:
-    """Freeze all but the embedding/head rows >= new_token_start; returns the row-masked matrices."""
-    freeze_non_embeddings(model)
-    matrices = embedding_matrices(model)
-    for weight in matrices:
-        if not 0 < new_token_start <= weight.shape[0]:
-            raise ValueError(f"new_token_start {new_token_start} outside the {weight.shape[0]} embedding rows")
-
-        def zero_old_rows(grad, start=new_token_start):
-            grad = grad.clone()
-            grad[:start] = 0
-            return grad
-
-        weight.register_hook(zero_old_rows)
-    return matrices
-
-
-@torch.no_grad()
-def decay_new_rows(matrices: List[torch.nn.Parameter], new_token_start: int, lr: float, weight_decay: float) -> None:
-    """Decoupled weight decay on the trainable rows only (call right before optimizer.step)."""
-    if weight_decay:
-        for weight in matrices:
-            weight[new_token_start:].mul_(1 - lr * weight_decay)
 
 
 def enable_neftune(model, alpha: float):

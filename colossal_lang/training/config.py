@@ -1,6 +1,6 @@
 """train.py's configuration: typed groups of settings, each field one flag (same name), documented by its help.
 
-`parse_train_args` parses the command line (and `--config` YAML/JSON), then `TrainConfig.resolve` checks and
+`flags.parse_train_args` parses the command line (and `--config` YAML/JSON), then `resolve.resolve` checks and
 completes it once: derived defaults (`tokenizer_dir`), Colossal-LLaMA spellings mapped onto their settings,
 and every check that needs no model or device. Builders take only their own group. The groups and the flags
 are built from the same fields (flags.py), so each flag is defined once.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 from colossal_lang.errors import InputError
 
@@ -135,6 +135,9 @@ class AdaptationConfig:
     reference_model: Optional[str] = field(default=None, metadata=flag("frozen original model (default: --pretrained)"))
     kl_categories: Optional[List[str]] = field(default=None, metadata=flag(
         "categories (replay data) that get the KL term (default: all)", nargs="*"))
+    stages: Optional[str] = field(default=None, metadata=flag(
+        "what learns when, as WHAT:STEPS,... with WHAT new_rows|embeddings|all; the last may omit STEPS "
+        "(e.g. new_rows:200,embeddings:300,all; see docs/training.md)"))
 
 
 @dataclass
@@ -151,9 +154,9 @@ class GuardConfig:
 class LoggingConfig:
     """logging"""
     tensorboard_dir: Optional[str] = field(default=None, metadata=flag("tensorboard event folder (default: none)"))
-    log_interval: int = field(default=1, metadata=flag("tensorboard/console every N steps"))
+    log_interval: int = field(default=1, metadata=flag("tensorboard scalars every N steps (at least 1)"))
     loss_log: Optional[str] = field(default=None, metadata=flag(
-        "append one JSON line per step (step, loss, lr, ...) to this file (rank 0)"))
+        "append one JSON line per step (step, stage, loss, lr, ...) and per event to this file (rank 0)"))
     log_samples: bool = field(default=False, metadata=flag("add the dataset row indices of every step (all ranks) to --loss_log"))
     progress: bool = field(default=True, metadata=flag("progress bar on rank 0"))
     benchmark: bool = field(default=False, metadata=flag(
@@ -189,21 +192,6 @@ class TrainConfig:
         for name in GROUPS:
             values.update(asdict(getattr(self, name)))
         return dict(sorted(values.items()))
-
-    def resolve(self) -> "TrainConfig":
-        from colossal_lang.training.resolve import resolve
-
-        resolve(self)
-        return self
-
-
-def parse_train_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    from colossal_lang.cli import parse_args_with_config
-    from colossal_lang.training.flags import build_parser
-
-    namespace = vars(parse_args_with_config(build_parser(), argv))
-    namespace.pop("config", None)
-    return TrainConfig.from_flat(namespace).resolve()
 
 
 def write_config_file(config: TrainConfig, path: str) -> None:

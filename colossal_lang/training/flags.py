@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
-from colossal_lang.cli import add_boolean_flag
-from colossal_lang.training.config import GROUPS
+from typing import Optional, Sequence
+
+from colossal_lang.cli import add_boolean_flag, parse_args_with_config
+from colossal_lang.training.config import GROUPS, TrainConfig
+from colossal_lang.training.resolve import resolve
 
 TYPES = {"int": int, "float": float, "str": str}
 
@@ -65,3 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         for spec in fields(group_class):
             add_field_flag(group, spec)
     return parser
+
+
+def parse_train_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    """train.py's command line (and its --config file) as a checked, completed TrainConfig."""
+    namespace = vars(parse_args_with_config(build_parser(), argv))
+    namespace.pop("config", None)
+    config = TrainConfig.from_flat(namespace)
+    resolve(config)
+    return config

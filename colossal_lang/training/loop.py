@@ -1,4 +1,7 @@
-"""The training run, top to bottom: set up (run.py), then steps with logging, guard and checkpoints, then the end."""
+"""The training run, top to bottom: set up (run.py), then steps with logging, guard and checkpoints, then the end.
+
+`main(argv)` is train.py's and the `colossal-lang-train` console command's entry point.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,15 @@ import time
 
 import torch.distributed as dist
 
-from colossal_lang.training import checkpoint
+from colossal_lang.training import checkpoint_format
 from colossal_lang.training.config import TrainConfig
+from colossal_lang.training.flags import parse_train_args
 from colossal_lang.training.run import Run, build_run, log
 from colossal_lang.training.train_step import train_step
+
+
+def main(argv=None) -> dict:
+    return train(parse_train_args(argv))
 
 
 def train(config: TrainConfig) -> dict:
@@ -18,8 +26,7 @@ def train(config: TrainConfig) -> dict:
         started = time.perf_counter()
         while run.position.step < run.stop_at and run.position.epoch < run.max_epochs:
             for micro_batches in epoch_batches(run):
-                record = train_step(run.step_context, micro_batches, run.position.step + 1, run.guard, run.lr_scheduler,
-                                    config.optim.grad_clip, run.new_rows, config.logging.log_samples)
+                record = train_step(run.step_context, run.optimization, micro_batches, run.position.step + 1)
                 advance(run, record, micro_batches)
                 if run.position.step >= run.stop_at:
                     break
@@ -57,7 +64,7 @@ def advance(run: Run, record, micro_batches) -> None:
     at.consumed += run.sampler.global_batch_size
     at.step += 1
     run.metrics.step(record, at.epoch, micro_batches[0]["input_ids"].shape[1], last=at.step == run.stop_at)
-    if record.diverged or run.guard.needs_rollback():
+    if record.diverged or run.optimization.guard.needs_rollback():
         event = run.checkpointer.rollback(at.step, run.schedule, run.config.guard.spike_lr_factor,
                                           "diverged" if record.diverged else "spikes")
         run.metrics.event(event)
@@ -70,7 +77,7 @@ def finish(run: Run, elapsed: float) -> dict:
     run.metrics.close()
     run.checkpointer.finish(at.epoch, at.step, run.total_steps)
     if at.step >= run.total_steps:
-        final = checkpoint.save_final_model(run.booster, run.step_context.model, run.checkpointer.tokenizer,
+        final = checkpoint_format.save_final_model(run.booster, run.step_context.model, run.checkpointer.tokenizer,
                                             config.checkpoint.save_dir, run.traits.shards_model,
                                             merge_lora=bool(config.adaptation.lora_rank))
         log(f"final model: {final}")

@@ -149,10 +149,10 @@ class StepLogger:
                 self.tokens_seen[name[7:]] = self.tokens_seen.get(name[7:], 0) + count
         line = self.line(record, epoch, sequence_length)
         self.history.append(line)
+        self.writer.event(line)
         if record.step % self.config.log_interval == 0 or last:
             self.writer.scalars(record.step, {("train/" + k if "/" not in k else k): v for k, v in line.items()
                                               if isinstance(v, (int, float)) and k not in ("step", "epoch", "skipped", "cpu_s")})
-            self.writer.event(line)
         if self.progress is not None:
             self.progress.set_postfix(loss=f"{record.loss:.4f}", lr=f"{record.lr:.2e}", tok_s=f"{line['tokens_per_s']:.0f}",
                                       refresh=False)
@@ -162,7 +162,7 @@ class StepLogger:
     def line(self, record, epoch: int, sequence_length: int) -> dict:
         stats = record.stats
         tokens_per_s = self.throughput.tick(stats["tokens"])
-        line = {"step": record.step, "epoch": epoch, "loss": record.loss, "lr": record.lr, "grad_norm": record.grad_norm,
+        line = {"step": record.step, "epoch": epoch, "stage": record.stage, "loss": record.loss, "lr": record.lr, "grad_norm": record.grad_norm,
                 "tokens": stats["tokens"], "tokens_per_s": tokens_per_s, "cpu_s": self.throughput.cpu_seconds,
                 "skipped": record.skipped, **memory_gib()}
         line.update({k: v for k, v in stats.items() if k.startswith("loss/") or k in ("kl", "samples")})

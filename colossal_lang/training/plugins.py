@@ -36,6 +36,16 @@ def apex_available() -> bool:
 def check_plugin(config, world_size: int, model_config=None) -> None:
     """Raise InputError for combinations the chosen plugin, device or model cannot run (config: a TrainConfig)."""
     args = flat_view(config)
+    check_device(args)
+    check_adaptation_plugin(args)
+    if args.plugin == "3d":
+        check_3d(args, world_size)
+    if model_config is not None:
+        check_model_split(args, model_config)
+
+
+def check_device(args) -> None:
+    """Precision, flash attention and parallel sizes against the plugin and the device."""
     if args.plugin != "3d" and (args.tp > 1 or args.pp > 1 or args.sp > 1 or args.zero_stage):
         raise InputError(f"--tp/--pp/--sp/--zero_stage need --plugin 3d (got --plugin {args.plugin})")
     cuda = torch.cuda.is_available()
@@ -51,6 +61,10 @@ def check_plugin(config, world_size: int, model_config=None) -> None:
         raise InputError("--use_flash_attn needs --mixed_precision bf16 or fp16 (flash-attn has no fp32 kernels)")
     if args.use_flash_attn and not flash_attn_available():
         raise InputError("--use_flash_attn needs the flash-attn package and a CUDA device")
+
+
+def check_adaptation_plugin(args) -> None:
+    """Optimizer, LoRA, freeze modes and stages against what the plugin can keep whole."""
     if args.optimizer == "lionw" and args.plugin in ("gemini", "gemini_auto"):
         raise InputError("Gemini accepts only Colossal-AI's Adam optimizers; use --optimizer adamw or another plugin for LionW")
     if args.lora_rank and args.plugin not in ("ddp", "zero2", "zero2_cpu"):
@@ -59,45 +73,57 @@ def check_plugin(config, world_size: int, model_config=None) -> None:
         raise InputError(f"LoRA runs with --plugin ddp, zero2 or zero2_cpu, not {args.plugin}")
     if args.plugin in ("gemini", "gemini_auto") and (args.freeze_non_embeds_params or args.train_new_rows_only):
         raise InputError("Gemini needs every parameter to train; use ddp, zero2 or 3d for the freeze modes")
+    if args.stages and args.plugin != "ddp":
+        # Stages drop and mask gradients of whole parameters and rows after backward; the sharded plugins keep
+        # gradients in their own buckets (zero2, gemini) or split the vocabulary over ranks (3d).
+        raise InputError(f"--stages runs with --plugin ddp only (the sharded plugins hold gradients in their own "
+                         f"buckets), not {args.plugin}")
     if args.train_new_rows_only and args.plugin != "ddp":
         raise InputError("--train_new_rows_only masks gradients of single rows, which only --plugin ddp keeps whole")
-    if args.plugin == "3d":
-        # split_gather/ring run sequence parallelism inside the TP group: no ranks of their own.
-        sp_ranks = 1 if args.sp_mode in ("split_gather", "ring") else args.sp
-        model_parallel = args.tp * args.pp * sp_ranks
-        if world_size % model_parallel:
-            raise InputError(f"--tp {args.tp} x --pp {args.pp} x --sp {sp_ranks} (--sp_mode {args.sp_mode}) = "
-                             f"{model_parallel} does not divide {world_size} processes")
-        if args.sp > 1 and args.sp_mode in ("split_gather", "ring") and args.tp != args.sp:
-            raise InputError(f"--sp_mode {args.sp_mode} runs sequence parallelism over the TP group: set --sp equal to --tp")
-        if args.pp > 1 and args.use_neft:
-            raise InputError("--use_neft hooks the embedding output, which a pipeline stage may not hold; use --pp 1")
-        if args.kl_coef > 0:
-            raise InputError("--kl_coef needs the full logits on one rank, which --plugin 3d shards; use ddp or zero2")
-        if args.pp > 1 and args.accumulation_steps > 1:
-            raise InputError("under pipeline parallelism raise --batch_size (split into --microbatch_size) instead of --accumulation_steps")
-        if args.pp > 1 and args.batch_size % args.microbatch_size:
-            raise InputError("--batch_size must be a multiple of --microbatch_size under pipeline parallelism")
-        if args.pp > 1 and args.batch_size // args.microbatch_size < args.pp:
-            # OneForwardOneBackwardSchedule.load_batch asserts num_microbatches >= num_stages (one_f_one_b.py:93-95).
-            raise InputError(f"--batch_size {args.batch_size} / --microbatch_size {args.microbatch_size} = "
-                             f"{args.batch_size // args.microbatch_size} micro-batches, fewer than the {args.pp} pipeline stages")
-        if args.sp > 1 and args.sp_mode == "ring_attn" and not flash_attn_available():
-            # HybridParallelPlugin turns flash attention on for ring attention (hybrid_parallel_plugin.py, __init__).
-            raise InputError("--sp_mode ring_attn runs on flash attention: it needs the flash-attn package and CUDA")
-        if args.zero_stage and args.mixed_precision == "fp32":
-            raise InputError("--zero_stage 1/2 under --plugin 3d trains in fp16 or bf16; use --zero_stage 0 for fp32")
-        if args.zero_stage == 2 and args.pp > 1:
-            raise InputError("ZeRO stage 2 cannot be combined with pipeline parallelism; use --zero_stage 1")
+
+
+def check_3d(args, world_size: int) -> None:
+    """HybridParallelPlugin's sizes, sequence-parallel modes and ZeRO stages."""
+    # split_gather/ring run sequence parallelism inside the TP group: no ranks of their own.
+    sp_ranks = 1 if args.sp_mode in ("split_gather", "ring") else args.sp
+    model_parallel = args.tp * args.pp * sp_ranks
+    if world_size % model_parallel:
+        raise InputError(f"--tp {args.tp} x --pp {args.pp} x --sp {sp_ranks} (--sp_mode {args.sp_mode}) = "
+                         f"{model_parallel} does not divide {world_size} processes")
+    if args.sp > 1 and args.sp_mode in ("split_gather", "ring") and args.tp != args.sp:
+        raise InputError(f"--sp_mode {args.sp_mode} runs sequence parallelism over the TP group: set --sp equal to --tp")
+    if args.pp > 1 and args.use_neft:
+        raise InputError("--use_neft hooks the embedding output, which a pipeline stage may not hold; use --pp 1")
+    if args.kl_coef > 0:
+        raise InputError("--kl_coef needs the full logits on one rank, which --plugin 3d shards; use ddp or zero2")
+    if args.pp > 1 and args.accumulation_steps > 1:
+        raise InputError("under pipeline parallelism raise --batch_size (split into --microbatch_size) instead of --accumulation_steps")
+    if args.pp > 1 and args.batch_size % args.microbatch_size:
+        raise InputError("--batch_size must be a multiple of --microbatch_size under pipeline parallelism")
+    if args.pp > 1 and args.batch_size // args.microbatch_size < args.pp:
+        # OneForwardOneBackwardSchedule.load_batch asserts num_microbatches >= num_stages (one_f_one_b.py:93-95).
+        raise InputError(f"--batch_size {args.batch_size} / --microbatch_size {args.microbatch_size} = "
+                         f"{args.batch_size // args.microbatch_size} micro-batches, fewer than the {args.pp} pipeline stages")
+    if args.sp > 1 and args.sp_mode == "ring_attn" and not flash_attn_available():
+        # HybridParallelPlugin turns flash attention on for ring attention (hybrid_parallel_plugin.py, __init__).
+        raise InputError("--sp_mode ring_attn runs on flash attention: it needs the flash-attn package and CUDA")
+    if args.zero_stage and args.mixed_precision == "fp32":
+        raise InputError("--zero_stage 1/2 under --plugin 3d trains in fp16 or bf16; use --zero_stage 0 for fp32")
+    if args.zero_stage == 2 and args.pp > 1:
+        raise InputError("ZeRO stage 2 cannot be combined with pipeline parallelism; use --zero_stage 1")
+
+
+def check_model_split(args, model_config) -> None:
+    """Tensor/sequence parallelism must divide the heads, pipeline parallelism the layers."""
     # all_to_all (Ulysses) splits the heads over --sp ranks, then TP over --tp (shardformer/policies/llama.py:64-70, 96-102).
     head_split = args.tp * (args.sp if args.plugin == "3d" and args.sp_mode == "all_to_all" else 1)
-    if model_config is not None and head_split > 1:
+    if head_split > 1:
         heads = getattr(model_config, "num_attention_heads", None)
         kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
         if heads and (heads % head_split or kv_heads % head_split):
             split = f"--tp {args.tp}" + (f" x --sp {args.sp} (all_to_all)" if head_split != args.tp else "")
             raise InputError(f"{split} = {head_split} must divide the attention heads ({heads}) and key/value heads ({kv_heads})")
-    if model_config is not None and args.pp > 1:
+    if args.pp > 1:
         layers = getattr(model_config, "num_hidden_layers", 0)
         if layers < args.pp:
             raise InputError(f"--pp {args.pp} exceeds the {layers} decoder layers")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from colossal_lang.errors import InputError
 from colossal_lang.training.config import TrainConfig, check_positive
+from colossal_lang.training.stages import parse_stages
 
 
 def resolve(config: TrainConfig) -> None:
@@ -27,7 +28,7 @@ def check_numbers(config: TrainConfig) -> None:
     data, optim, parallel, checkpoint = config.data, config.optim, config.parallel, config.checkpoint
     check_positive({"batch_size": data.batch_size, "accumulation_steps": data.accumulation_steps,
                     "num_epochs": optim.num_epochs, "tp": parallel.tp, "pp": parallel.pp, "sp": parallel.sp,
-                    "microbatch_size": parallel.microbatch_size})
+                    "microbatch_size": parallel.microbatch_size, "log_interval": config.logging.log_interval})
     if data.max_length is not None:
         check_positive({"max_length": data.max_length})
     if optim.lr <= 0:
@@ -46,6 +47,11 @@ def check_adaptation(config: TrainConfig) -> None:
         raise InputError("LoRA (--lora_rank) cannot be combined with the freeze modes")
     if adaptation.kl_coef < 0:
         raise InputError("--kl_coef cannot be negative")
+    if adaptation.stages is not None:
+        parse_stages(adaptation.stages)  # refuses a malformed SPEC now, before any process starts
+        if adaptation.freeze_non_embeds_params or adaptation.train_new_rows_only or adaptation.lora_rank:
+            raise InputError("--stages decides what trains: drop --freeze_non_embeds_params, --train_new_rows_only "
+                             "and --lora_rank")
 
 
 def map_colossal_llama_flags(config: TrainConfig) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from colossal_lang.training import adaptation, boosted
+from colossal_lang.training import boosted
 from colossal_lang.training.spike_guard import OK, SpikeGuard
-from colossal_lang.training.step import StepContext, clip_and_norm, forward_backward
+from colossal_lang.training.stages import StagedParameters
+from colossal_lang.training.forward_backward import StepContext, clip_and_norm, forward_backward
 
 FP16_OVERFLOW = "fp16_overflow"
 
@@ -23,6 +24,7 @@ class StepRecord:
     grad_norm: Optional[float]
     lr: float  # the LR the step ran with
     verdict: str  # ok, not_finite, spike (the guard's), fp16_overflow (the plugin skipped the step)
+    stage: str = "all"  # --stages: what learned in this step (new_rows, embeddings, all)
     diverged: bool = False  # the plugin's step applied non-finite gradients: the weights must be rolled back
     stats: dict = field(default_factory=dict)  # forward_backward's global sums (tokens, per-category losses, ...)
     events: List[dict] = field(default_factory=list)  # for the step log, before the step's own line
@@ -32,24 +34,29 @@ class StepRecord:
         return self.verdict != OK or self.diverged
 
 
-@dataclass
-class NewRows:
-    """--train_new_rows_only: the row-masked matrices, their first trained row, and the decay they get by hand."""
-    matrices: list
-    start: Optional[int]
-    weight_decay: float
+@dataclass(frozen=True)
+class Optimization:
+    """What a step needs beyond forward/backward: the guard, the schedule, clipping, and what learns when."""
+    guard: SpikeGuard
+    lr_scheduler: object
+    grad_clip: float
+    staged: Optional[StagedParameters] = None  # --stages / --train_new_rows_only: gradients masked per stage
+    log_samples: bool = False
 
 
-def train_step(ctx: StepContext, micro_batches: List[dict], step: int, guard: SpikeGuard, lr_scheduler,
-               grad_clip: float, new_rows: NewRows, log_samples: bool = False) -> StepRecord:
+def train_step(ctx: StepContext, optimization: Optimization, micro_batches: List[dict], step: int) -> StepRecord:
     ctx.model.train()
-    stats = forward_backward(ctx, micro_batches, step, log_samples=log_samples)
-    grad_norm = clip_and_norm(ctx, grad_clip)
-    lr = lr_scheduler.get_last_lr()[0]
-    record = StepRecord(step, stats["loss"], grad_norm, lr, guard.judge(step, stats["loss"], grad_norm), stats=stats)
+    stats = forward_backward(ctx, micro_batches, step, log_samples=optimization.log_samples)
+    staged = optimization.staged
+    stage = staged.mask_gradients(step) if staged is not None else None
+    grad_norm = clip_and_norm(ctx, optimization.grad_clip)
+    lr = optimization.lr_scheduler.get_last_lr()[0]
+    guard = optimization.guard
+    record = StepRecord(step, stats["loss"], grad_norm, lr, guard.judge(step, stats["loss"], grad_norm),
+                        stage=stage.kind if stage else "all", stats=stats)
     if record.verdict == OK:
-        if new_rows.matrices:
-            adaptation.decay_new_rows(new_rows.matrices, new_rows.start, lr, new_rows.weight_decay)
+        if stage is not None:
+            staged.decay_embeddings(stage, lr)
         optimizer_step(ctx, record)
     else:
         if ctx.traits.amp_scaler:  # the skipped step still tells the loss scaler what it saw
@@ -57,7 +64,7 @@ def train_step(ctx: StepContext, micro_batches: List[dict], step: int, guard: Sp
         record.events.append(guard.events[-1])
     boosted.reset_gradient_accumulation(ctx.optimizer)
     ctx.optimizer.zero_grad()
-    lr_scheduler.step()
+    optimization.lr_scheduler.step()
     return record
 
 

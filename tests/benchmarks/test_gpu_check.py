@@ -138,7 +138,7 @@ def test_every_planned_launch_passes_train_py_checks(gpus, tiny_model, tiny_data
     import torch
     from transformers import AutoConfig
 
-    from colossal_lang.training.config import parse_train_args
+    from colossal_lang.training.flags import parse_train_args
     from colossal_lang.training.plugins import check_plugin
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the checks a CUDA machine would make

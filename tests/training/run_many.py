@@ -10,7 +10,7 @@ import sys
 
 from colossal_lang.errors import InputError
 from colossal_lang.testing.faults import ENVIRONMENT
-from colossal_lang.training.config import parse_train_args
+from colossal_lang.training.flags import parse_train_args
 from colossal_lang.training.loop import train
 
 if __name__ == "__main__":

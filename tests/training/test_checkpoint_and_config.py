@@ -7,8 +7,8 @@ import json
 import pytest
 
 from colossal_lang.errors import InputError
-from colossal_lang.training import checkpoint
-from colossal_lang.training.config import parse_train_args
+from colossal_lang.training import checkpoint_format as checkpoint
+from colossal_lang.training.flags import parse_train_args
 from colossal_lang.training.plugins import check_plugin
 
 

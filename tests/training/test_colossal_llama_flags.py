@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from colossal_lang.errors import InputError
-from colossal_lang.training.config import parse_train_args
+from colossal_lang.training.flags import parse_train_args
 from tests.training.conftest import run_training
 
 PEER = Path("/work/shared/peers/Colossal-LLaMA")
@@ -50,7 +50,7 @@ def test_refusals_name_the_replacement(tiny_model_dir, flags, message):
 
 def test_max_length_and_padding_mode_follow_the_dataset(tiny_model_dir, ragged_dataset):
     from colossal_lang.data.loader import load_prepared_dataset
-    from colossal_lang.training import setup
+    from colossal_lang.training import builders as setup
     from colossal_lang.training.plugins import plugin_traits
 
     prepared = load_prepared_dataset([str(ragged_dataset)])

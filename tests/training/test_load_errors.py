@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from colossal_lang.errors import InputError
-from colossal_lang.training import checkpoint
+from colossal_lang.training import checkpoint_format as checkpoint
 from tests.training.conftest import base_args
 
 

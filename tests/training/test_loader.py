@@ -146,7 +146,7 @@ def test_a_curriculum_dataset_is_trained_in_its_stored_order(packed_dataset, tmp
     import shutil
 
     from colossal_lang.training.config import DataConfig
-    from colossal_lang.training.setup import build_loader
+    from colossal_lang.training.builders import build_loader
 
     curriculum = tmp_path / "curriculum"
     shutil.copytree(packed_dataset, curriculum)
@@ -169,7 +169,7 @@ def test_a_curriculum_dataset_is_trained_in_its_stored_order(packed_dataset, tmp
 def rows_read(prepared, dp_size: int, consumed: int = 0, steps: int = None) -> list:
     """Dataset rows the `dp_size` ranks' real loaders feed from `consumed` on, step by step (global order)."""
     from colossal_lang.training.config import DataConfig
-    from colossal_lang.training.setup import build_loader
+    from colossal_lang.training.builders import build_loader
 
     loaders = []
     for rank in range(dp_size):

@@ -67,7 +67,7 @@ def test_sigkill_then_resume_reproduces_the_loss_sequence(uninterrupted, tiny_mo
     assert killed_steps and killed_steps[-1] < STEPS, "the run ended before it could be killed"
 
     # Second launch: SIGKILLed while writing its first checkpoint (rank 0 dies after the model part).
-    from colossal_lang.training.checkpoint import latest_checkpoint
+    from colossal_lang.training.checkpoint_format import latest_checkpoint
 
     resume_step = int(latest_checkpoint(save_dir).name.split("step-")[1])
     kill_step = resume_step + 2

@@ -1,6 +1,6 @@
 """The run's checkpoint policy: when to save, what is kept (--keep_last), resume from `latest`, and rollback.
 
-checkpoint.py holds the format (atomic folders, what goes where); this holds the decisions of one run.
+checkpoint_format.py holds the format (atomic folders, what goes where); this holds the decisions of one run.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch.distributed as dist
 
-from colossal_lang.training import adaptation, checkpoint, nodes
+from colossal_lang.training import adaptation, checkpoint_format, nodes
 from colossal_lang.training.config import CheckpointConfig
 from colossal_lang.training.spike_guard import SpikeGuard
 
@@ -31,25 +31,25 @@ class Checkpointer:
         """Load --load_checkpoint: running_states of a full checkpoint, or None (nothing, or weights only)."""
         if not self.config.load_checkpoint:
             return None
-        # Rank 0 picks, so that every node resumes from the same checkpoint.
-        path = nodes.decided_by_rank0(lambda: checkpoint.resolve_load_path(self.config.load_checkpoint, self.config.save_dir))
+        # Rank 0 picks, so that every node resumes from the same checkpoint_format.
+        path = nodes.decided_by_rank0(lambda: checkpoint_format.resolve_load_path(self.config.load_checkpoint, self.config.save_dir))
         if path is None:
             return None
-        if checkpoint.is_weights_only(path):
-            checkpoint.load_weights(self.booster, self.model, path, tied=adaptation.ties_embeddings(hf_config))
+        if checkpoint_format.is_weights_only(path):
+            checkpoint_format.load_weights(self.booster, self.model, path, tied=adaptation.ties_embeddings(hf_config))
             self.log(f"loaded weights only from {path}")
             return None
-        states = checkpoint.load_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler, path)
+        states = checkpoint_format.load_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler, path)
         self.guard.load_state_dict(states.get("spike_guard", {}))
         self.last, self.saved_step = path, states["step"]
         states["path"] = path
         return states
 
     def save(self, epoch: int, step: int, reason: str) -> Path:
-        path = checkpoint.save_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler, self.tokenizer,
+        path = checkpoint_format.save_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler, self.tokenizer,
                                           self.config.save_dir, epoch, step, self.running_states(reason))
         if not dist.is_initialized() or dist.get_rank() == 0:
-            checkpoint.remove_old_checkpoints(self.config.save_dir, self.config.keep_last)
+            checkpoint_format.remove_old_checkpoints(self.config.save_dir, self.config.keep_last)
         self.guard.checkpoint_saved()
         self.last, self.saved_step = path, step
         self.log(f"saved checkpoint {path}")
@@ -71,15 +71,20 @@ class Checkpointer:
     def rollback(self, step: int, schedule, lr_factor: float, why: str) -> dict:
         """Weights and optimizer moments back to the newest checkpoint, LR scaled down; data and step move on.
 
-        Raises when non-finite values reached the weights (`why` == 'diverged') and there is nothing to go back to.
+        The LR scale compounds over the rollbacks of a run: after the k-th it is lr_factor**k times the scale the
+        run had before its first one, whether or not a checkpoint was saved in between (loading a checkpoint
+        restores the schedule, and with it the scale that checkpoint was saved with; the scale in force before
+        the load is the one that is lowered). Raises when non-finite values reached the weights
+        (`why` == 'diverged') and there is nothing to go back to.
         """
-        self.last = nodes.decided_by_rank0(lambda: checkpoint.latest_checkpoint(self.config.save_dir)) or self.last
+        self.last = nodes.decided_by_rank0(lambda: checkpoint_format.latest_checkpoint(self.config.save_dir)) or self.last
         if why == "diverged" and self.last is None:
             raise RuntimeError(f"step {step}: non-finite gradients reached the weights inside the plugin's optimizer "
                                "step and there is no checkpoint to roll back to")
+        scale = schedule.lr_scale
         if self.last is not None:
-            checkpoint.load_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler, self.last)
-        schedule.lr_scale *= lr_factor
+            checkpoint_format.load_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler, self.last)
+        schedule.lr_scale = scale * lr_factor
         self.lr_scheduler.last_epoch = step - 1
         self.lr_scheduler.step()
         self.guard.checkpoint_saved()

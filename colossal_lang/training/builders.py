@@ -31,7 +31,6 @@ def load_training_lm(path, model_config: ModelConfig, dtype: torch.dtype):
 @dataclass
 class ModelParts:
     model: torch.nn.Module
-    new_row_matrices: list  # embedding/head matrices under --train_new_rows_only (else empty)
     new_token_start: Optional[int]
     original_vocab_size: int
     vocabulary_grew: bool
@@ -54,16 +53,10 @@ def build_model(model_config: ModelConfig, adaptation: AdaptationConfig, traits:
     if model_config.use_grad_checkpoint:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    matrices = []
-    if adaptation.freeze_non_embeds_params:
-        adapt.freeze_non_embeddings(model)
-    elif adaptation.train_new_rows_only:
-        if new_token_start is None or new_token_start >= vocab_rows:
-            raise InputError("--train_new_rows_only needs --new_token_start (or --reference_model) below the "
-                             f"{vocab_rows} embedding rows (got {new_token_start})")
-        matrices = adapt.train_new_rows_only(model, new_token_start)
+    if adaptation.freeze_non_embeds_params or adaptation.train_new_rows_only:
+        adapt.freeze_non_embeddings(model)  # --train_new_rows_only masks the old rows too: a new_rows stage
     # NEFTune is hooked in after boosting (run.py), on the embedding module the boosted model runs.
-    return ModelParts(model, matrices, new_token_start, min(original_rows, vocab_rows), vocab_rows > original_rows)
+    return ModelParts(model, new_token_start, min(original_rows, vocab_rows), vocab_rows > original_rows)
 
 
 def build_reference(model_config: ModelConfig, adaptation: AdaptationConfig, precision: str, device) -> Optional[torch.nn.Module]:
@@ -141,3 +134,13 @@ def build_loader(data: DataConfig, prepared: PreparedDataset, pad_id: int, atten
                         num_workers=data.num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
                         generator=torch.Generator().manual_seed(seed))  # keeps the global RNG stream for the model
     return loader, sampler
+
+
+def data_for(config, prepared: PreparedDataset, tokenizer, hf_config, traits: PluginTraits, dp_size: int,
+             dp_rank: int):
+    """(loader, sampler, attention) of this rank: the pad token, the collator's attention, padding and mask dtype."""
+    pad_id = pad_token_id(config.data, tokenizer, config.model.tokenizer_dir)
+    attention = collator_attention(config.model, prepared, traits)
+    loader, sampler = build_loader(config.data, prepared, pad_id, attention, padding_multiple(config.data, prepared, traits),
+                                   dp_size, dp_rank, config.optim.seed, mask_dtype(hf_config, traits))
+    return loader, sampler, attention
