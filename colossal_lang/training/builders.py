@@ -135,12 +135,3 @@ def build_loader(data: DataConfig, prepared: PreparedDataset, pad_id: int, atten
                         generator=torch.Generator().manual_seed(seed))  # keeps the global RNG stream for the model
     return loader, sampler
 
-
-def data_for(config, prepared: PreparedDataset, tokenizer, hf_config, traits: PluginTraits, dp_size: int,
-             dp_rank: int):
-    """(loader, sampler, attention) of this rank: the pad token, the collator's attention, padding and mask dtype."""
-    pad_id = pad_token_id(config.data, tokenizer, config.model.tokenizer_dir)
-    attention = collator_attention(config.model, prepared, traits)
-    loader, sampler = build_loader(config.data, prepared, pad_id, attention, padding_multiple(config.data, prepared, traits),
-                                   dp_size, dp_rank, config.optim.seed, mask_dtype(hf_config, traits))
-    return loader, sampler, attention

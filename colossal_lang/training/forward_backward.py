@@ -76,9 +76,9 @@ class LossSums:
         if row_sums is None:
             return
         offset = 2 + len(self.categories)
-        for row, category in enumerate(row_categories):
-            self.values[2 + self.index[category]] += row_sums[row].detach().double().cpu()
-            self.values[offset + self.index[category]] += row_counts[row].item()
+        rows = torch.tensor([self.index[category] for category in row_categories])  # one copy to the CPU, not per row
+        self.values[2:offset].index_add_(0, rows, row_sums.detach().double().cpu())
+        self.values[offset:].index_add_(0, rows, row_counts.detach().double().cpu())
 
 
 def _to_device(batch: dict, device) -> dict:

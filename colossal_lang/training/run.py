@@ -136,7 +136,7 @@ class Boosted:
     optimizer: object
     lr_scheduler: object
     staged: Optional[stages.StagedParameters]
-    parts: builders.ModelParts
+    model_parts: builders.ModelParts
     trainable_params: int
     total_params: int
 
@@ -174,19 +174,19 @@ def build_stages(config: TrainConfig, model, new_token_start) -> Optional[stages
                                     adaptation.embedding_matrices(model))
 
 
-def step_context(config: TrainConfig, hf_config, parts: Boosted, dp_size: int, categories, device) -> StepContext:
-    traits, plugin = parts.traits, parts.plugin
+def step_context(config: TrainConfig, hf_config, wrapped: Boosted, dp_size: int, categories, device) -> StepContext:
+    traits, plugin = wrapped.traits, wrapped.plugin
     reference = builders.build_reference(config.model, config.adaptation, config.parallel.mixed_precision, device)
     kl = None
     if reference is not None:
         chosen = config.adaptation.kl_categories
         kl = KLTerm(reference, config.adaptation.kl_coef, frozenset(chosen) if chosen else None,
-                    parts.parts.original_vocab_size)
+                    wrapped.model_parts.original_vocab_size)
     ranks = Ranks(dp_size=dp_size, dp_group=plugin.dp_group if traits.model_parallel else None,
                   pp_group=plugin.pp_group if traits.pipeline else None,
                   num_microbatches=max(1, config.data.batch_size // config.parallel.microbatch_size) if traits.pipeline else 1)
     autocast = partial(torch.autocast, device.type, dtype=traits.autocast_dtype) if traits.autocast_dtype else nullcontext
-    return StepContext(booster=parts.booster, model=parts.model, optimizer=parts.optimizer, device=device,
+    return StepContext(booster=wrapped.booster, model=wrapped.model, optimizer=wrapped.optimizer, device=device,
                        traits=traits, autocast=autocast, ranks=ranks, categories=categories,
                        vocab_rows=hf_config.vocab_size, kl=kl)
 
@@ -201,40 +201,50 @@ def assemble_run(config: TrainConfig, hf_config, prepared, tokenizer, lock: Opti
         log(f"warning: the dataset was tokenized with another tokenizer than {config.model.tokenizer_dir} (manifest hash differs)")
     plugin, traits = plugins.make_plugin(config)
     dp_size, dp_rank = plugins.data_parallel_info(plugin, traits, world_size, rank)
-    loader, sampler, attention = builders.data_for(config, prepared, tokenizer, hf_config, traits, dp_size, dp_rank)
+    loader, sampler, attention = data_for(config, prepared, tokenizer, hf_config, traits, dp_size, dp_rank)
     # --max_steps sets the run's length (cycling through epochs as needed); otherwise --num_epochs does.
-    parts = boost(config, hf_config, plugin, traits,
+    wrapped = boost(config, hf_config, plugin, traits,
                   config.optim.max_steps or sampler.steps_per_epoch * config.optim.num_epochs)
-    context = step_context(config, hf_config, parts, dp_size, prepared.categories, get_accelerator().get_current_device())
+    context = step_context(config, hf_config, wrapped, dp_size, prepared.categories, get_accelerator().get_current_device())
     guard = SpikeGuard(config.guard.spike_window, config.guard.spike_factor, config.guard.spike_min_history,
                        config.guard.spike_rollback_after)
-    position, schedule = Position(), parts.lr_scheduler.lr_lambdas[0]
-    checkpointer = Checkpointer(config.checkpoint, parts.booster, parts.model, parts.optimizer, parts.lr_scheduler,
+    position, schedule = Position(), wrapped.lr_scheduler.lr_lambdas[0]
+    checkpointer = Checkpointer(config.checkpoint, wrapped.booster, wrapped.model, wrapped.optimizer, wrapped.lr_scheduler,
                                 tokenizer, guard, RunningStates(config, position, sampler, guard, schedule, world_size,
                                                                 dp_size), log)
     resume(config, checkpointer, position, sampler, dp_rank, hf_config)
     total_steps = schedule.total_steps  # a resumed schedule keeps its length
-    if parts.staged is not None:
-        stages.check_stages_cover(parts.staged.stages, total_steps)
+    if wrapped.staged is not None:
+        stages.check_stages_cover(wrapped.staged.stages, total_steps)
     stop_at = min(total_steps, config.optim.stop_at_step) if config.optim.stop_at_step else total_steps
-    metrics = StepLogger(config.logging, total_steps, position.step, rank == 0, hf_config, parts.total_params,
+    metrics = StepLogger(config.logging, total_steps, position.step, rank == 0, hf_config, wrapped.total_params,
                          world_size, config.parallel.mixed_precision, position.tokens_seen, log)
-    log_setup(parts, prepared, sampler, attention, world_size, dp_size, total_steps)
-    return Run(config=config, traits=parts.traits, booster=parts.booster, step_context=context,
-               optimization=Optimization(guard, parts.lr_scheduler, config.optim.grad_clip, parts.staged,
+    log_setup(wrapped, prepared, sampler, attention, world_size, dp_size, total_steps)
+    return Run(config=config, traits=wrapped.traits, booster=wrapped.booster, step_context=context,
+               optimization=Optimization(guard, wrapped.lr_scheduler, config.optim.grad_clip, wrapped.staged,
                                          config.logging.log_samples),
                loader=loader, sampler=sampler, checkpointer=checkpointer, metrics=metrics, position=position,
                total_steps=total_steps, stop_at=stop_at,
                max_epochs=math.inf if config.optim.max_steps else config.optim.num_epochs, lock=lock)
 
 
-def log_setup(parts: Boosted, prepared, sampler, attention: str, world_size: int, dp_size: int, total_steps: int) -> None:
-    log(f"plugin {parts.traits.name} · {world_size} processes ({dp_size} data-parallel) · {len(prepared.dataset)} sequences · "
+def log_setup(wrapped: Boosted, prepared, sampler, attention: str, world_size: int, dp_size: int, total_steps: int) -> None:
+    log(f"plugin {wrapped.traits.name} · {world_size} processes ({dp_size} data-parallel) · {len(prepared.dataset)} sequences · "
         f"{sampler.steps_per_epoch} steps/epoch · {total_steps} steps · global batch {sampler.global_batch_size} · "
-        f"{parts.trainable_params:,}/{parts.total_params:,} parameters train · attention {attention} · "
+        f"{wrapped.trainable_params:,}/{wrapped.total_params:,} parameters train · attention {attention} · "
         f"data order {'stored (curriculum)' if prepared.curriculum else 'shuffled per epoch'}")
     if sampler.samples_per_epoch < len(prepared.dataset):
         log(f"each epoch drops its last {len(prepared.dataset) - sampler.samples_per_epoch} sequences (less than a global batch)")
+
+
+def data_for(config: TrainConfig, prepared, tokenizer, hf_config, traits, dp_size: int, dp_rank: int):
+    """(loader, sampler, attention) of this rank: the pad token, the collator's attention, padding and mask dtype."""
+    pad_id = builders.pad_token_id(config.data, tokenizer, config.model.tokenizer_dir)
+    attention = builders.collator_attention(config.model, prepared, traits)
+    loader, sampler = builders.build_loader(config.data, prepared, pad_id, attention,
+                                            builders.padding_multiple(config.data, prepared, traits), dp_size, dp_rank,
+                                            config.optim.seed, builders.mask_dtype(hf_config, traits))
+    return loader, sampler, attention
 
 
 def resume(config: TrainConfig, checkpointer: Checkpointer, at: Position, sampler, dp_rank: int, hf_config) -> None:

@@ -120,9 +120,5 @@ def staged_parameters(model, stages: Sequence[Stage], new_token_start: Optional[
         raise InputError("--stages new_rows (and --train_new_rows_only) need --new_token_start (or --reference_model) below the "
                          f"{vocab_rows} embedding rows (got {new_token_start})")
     matrix_ids = {id(weight) for weight in embedding_matrices}
-    layers, seen = [], set()
-    for param in model.parameters():
-        if id(param) not in matrix_ids and id(param) not in seen and param.requires_grad:
-            seen.add(id(param))
-            layers.append(param)
+    layers = [p for p in model.parameters() if p.requires_grad and id(p) not in matrix_ids]  # tied: listed once
     return StagedParameters(stages, embedding_matrices, layers, new_token_start, weight_decay)
