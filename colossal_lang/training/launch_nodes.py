@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ FORWARDED_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TM
                    "PYTHONPATH", "PYTHONUNBUFFERED", "VIRTUAL_ENV", "TOKENIZERS_PARALLELISM", "HF_HOME",
                    "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_CACHE")
 FORWARDED_PREFIXES = ("LC_", "CUDA_", "NCCL_", "GLOO_", "TORCH_", "TORCHELASTIC_", "OMP_", "MKL_", "COLOSSAL_LANG_")
+LOCAL_NAMES = ("localhost", "127.0.0.1", "0.0.0.0")
 # colossalai run writes `export NAME="value"` for a shell to read: `\$` reaches torchrun as `$`.
 RANK_PREFIX_TEMPLATE = r"[rank\${rank}]:"
 
@@ -59,38 +61,36 @@ def parse_args(argv):
 
 
 def listed_hosts(args) -> list[str]:
-    """The hosts in the order colossalai run gives node ranks: its own hostfile parser and --include/--exclude
-    filter, then --num_nodes. What they would only print and `exit()` on (status 0) is one line here."""
-    if not args.hostfile:
-        return args.host.split(",") if args.host else ["127.0.0.1"]
-    from colossalai.cli.launcher.run import fetch_hostfile, parse_device_filter
+    """The hosts in the order colossalai run gives node ranks: hostfile, --include/--exclude, --num_nodes.
 
-    try:
-        with open(args.hostfile, encoding="utf-8") as handle:
-            named = [line.strip() for line in handle if line.strip()]
-    except OSError as error:
-        raise InputError(f"cannot read the hostfile: {error.strerror}", args.hostfile) from None
-    for option in ("include", "exclude"):
-        unknown = [h for h in (getattr(args, option) or "").split(",") if h and h not in named]
-        if unknown:
-            raise InputError(f"--{option} names {unknown[0]!r}, which is not in the hostfile", args.hostfile)
-    try:
-        pool = parse_device_filter(fetch_hostfile(args.hostfile, args.ssh_port), args.include, args.exclude)
-    except SystemExit:
-        raise InputError("colossalai run refuses this host list (a duplicate host, or both --include and "
-                         "--exclude)", args.hostfile) from None
-    except OSError as error:  # HostInfo resolves every name to tell local hosts from remote ones
-        raise InputError(f"cannot resolve a host of the hostfile ({error})", args.hostfile) from None
-    hosts = [info.hostname for info in pool]
-    return hosts[: args.num_nodes] if args.num_nodes > 0 else hosts
+    Colossal-AI's own parser (cli/launcher/run.py: fetch_hostfile, parse_device_filter) is not called: importing
+    it imports colossalai (seconds, and chatter on stderr before our one-line errors), and it `exit()`s with
+    status 0 on a bad hostfile. tests/training/test_launch_nodes.py checks this order against that parser."""
+    if args.hostfile:
+        try:
+            with open(args.hostfile, encoding="utf-8") as handle:
+                hosts = [line.strip() for line in handle if line.strip()]
+        except OSError as error:
+            raise InputError(f"cannot read the hostfile: {error.strerror}", args.hostfile) from None
+        if args.include:  # in the order --include names them, as colossalai run numbers them
+            named = args.include.split(",")
+            unknown = [h for h in named if h not in hosts]
+            if unknown:
+                raise InputError(f"--include names {unknown[0]!r}, which is not in the hostfile", args.hostfile)
+            hosts = named
+        if args.exclude:
+            hosts = [h for h in hosts if h not in args.exclude.split(",")]
+        return hosts[: args.num_nodes] if args.num_nodes > 0 else hosts
+    return args.host.split(",") if args.host else ["127.0.0.1"]
 
 
 def is_this_machine(host: str, port) -> bool:
-    """Colossal-AI's own test for a host it starts without SSH."""
-    from colossalai.cli.launcher.hostinfo import HostInfo
-
+    """Colossal-AI's test for a host it starts without SSH (colossalai/cli/launcher/hostinfo.py)."""
+    if host in LOCAL_NAMES:
+        return True
     try:
-        return HostInfo.is_host_localhost(host, port)
+        port = port or 22
+        return socket.getaddrinfo(socket.getfqdn(host), port) == socket.getaddrinfo(socket.gethostname(), port)
     except OSError:
         raise InputError(f"cannot resolve host {host!r} in the host list") from None
 

@@ -28,6 +28,7 @@ def test_the_lr_scale_compounds_over_rollbacks_from_one_checkpoint(rollbacks):
     assert [e["to"].rsplit("/", 1)[-1] for e in events] == ["epoch-0_step-2", "epoch-0_step-2",
                                                             "epoch-0_step-4", "epoch-0_step-4"]
     records = {r["step"]: r for r in step_records(rollbacks / "log.jsonl")}
+    assert [records[step]["skipped"] for step in range(1, 7)] == [False, False, True, True, True, True]
     for step, scale in ((4, 0.5), (5, 0.25), (6, 0.125)):
         assert records[step]["lr"] == pytest.approx(LR * scale)
 
